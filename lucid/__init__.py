@@ -15,6 +15,8 @@ from .ops import (abs, argmax, argmin, clip, concatenate, cos, exp, flatten, log
                   sum, tanh, transpose, unsqueeze, var, where)
 from .random import manual_seed
 from .tensor import Tensor
+from .serialization import load, save
+from . import data, datasets
 
 cat = concatenate
 clamp = clip
