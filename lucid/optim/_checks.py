@@ -1,0 +1,26 @@
+"""Hyperparameter validation with PyTorch's ValueError messages, shared by the optimizers."""
+
+from __future__ import annotations
+
+
+def check_lr(lr, strict: bool = False) -> None:
+    if (lr <= 0.0) if strict else not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_eps(eps, strict: bool = False) -> None:
+    if (eps <= 0.0) if strict else not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+
+
+def check_betas(betas) -> None:
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+
+
+def check_non_negative(name: str, value) -> None:
+    """PyTorch's "Invalid <name> value: <value>" for a hyperparameter that must be >= 0."""
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {name} value: {value}")

@@ -1,0 +1,232 @@
+"""Runs an optimizer's elementwise rule over flat arrays: compiled by numba on the CPU, by CuPy on the GPU.
+
+An optimizer's math is written once, as a rule on one element (`ElementwiseRule`). This module runs it:
+- CPU, float32/float64: a numba kernel, one parallel pass over the arrays, generated as a small module
+  on disk so numba's cache lets the next process skip compilation;
+- GPU: a CuPy ElementwiseKernel translated from the same source (`_translate.py`);
+- anything else (no numba, float16, `use_cpu_backend(CpuBackend.NUMPY)`): the rule called on NumPy
+  arrays in cache-sized chunks.
+All three do the same IEEE operations in the same order, so they give the same numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from .. import _backend
+from . import _translate
+
+_CHUNK = 1 << 16  # elements per NumPy pass: three or four such arrays stay in L2
+
+
+class CpuBackend(enum.Enum):
+    """How rules run on the CPU."""
+
+    NUMBA = "numba"
+    NUMPY = "numpy"
+
+
+class ElementwiseRule:
+    """An optimizer update written once, as a pure function of one element.
+
+    The function's positional parameters are `param, grad`, then the per-element state (in `state`
+    order), then the per-step coefficients (Python numbers, cast to the array's dtype); its keyword-only
+    parameters are flags fixed for a compiled kernel. It returns the new `(param, *state)`. State a
+    group does not use is passed as a placeholder and its returned value is dropped.
+
+    Args:
+        fn: the rule; see `_translate` for the Python it may use.
+        state: names of the per-element state arrays, in argument order.
+    """
+
+    def __init__(self, fn, state: tuple):
+        self.fn = fn
+        self.name = fn.__name__
+        self.state = tuple(state)
+        self.ast = _translate.parse_rule(fn)
+        signature = inspect.signature(fn)
+        positional = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+        self.flags = tuple(p.name for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY)
+        if positional[:2 + len(self.state)] != ["param", "grad", *self.state]:
+            raise TypeError(f"{self.name}: positional parameters must start with "
+                            f"param, grad, {', '.join(self.state)}")
+        self.coefficients = tuple(positional[2 + len(self.state):])
+        self._compiled = {}
+
+    def __repr__(self) -> str:
+        return f"ElementwiseRule({self.name}, state={self.state}, coefficients={self.coefficients})"
+
+    def apply(self, param, grad, state: dict, coefficients: tuple, flags: dict) -> None:
+        """Update `param` and the arrays in `state` in place, element by element.
+
+        Args:
+            param, grad: 1-D arrays of one dtype, on one device.
+            state: name -> 1-D array for the state this group uses (a subset of `self.state`).
+            coefficients: numbers, in `self.coefficients` order.
+            flags: a value for every flag.
+        """
+        n = param.shape[0]
+        if grad.shape[0] != n or any(arr.shape[0] != n for arr in state.values()):
+            raise ValueError(f"{self.name}: arrays of different lengths")
+        dtype = param.dtype.type
+        coefficients = tuple(dtype(c) for c in coefficients)
+        if _backend.is_gpu_array(param):
+            kernel = self._kernel("cuda", param.dtype, flags, tuple(state))
+            kernel(grad, *coefficients, param, *(state[name] for name in state))
+        elif _cpu_backend is CpuBackend.NUMBA and param.dtype in _NUMBA_DTYPES and _numba_available():
+            kernel = self._kernel("numba", param.dtype, flags, tuple(state))
+            placeholder = param  # read in place of unused state, never written
+            kernel(param, grad, *(state.get(name, placeholder) for name in self.state), *coefficients)
+        else:
+            self._apply_numpy(param, grad, state, coefficients, flags)
+
+    def _apply_numpy(self, param, grad, state, coefficients, flags):
+        zero = param.dtype.type(0)
+        xp = _backend.array_module(param)
+        for start in range(0, param.shape[0], _CHUNK):
+            part = slice(start, start + _CHUNK)
+            args = [state[name][part] if name in state else zero for name in self.state]
+            new = self.fn(param[part], grad[part], *args, *coefficients, **flags)
+            xp.copyto(param[part], new[0], casting="same_kind")
+            for name, value in zip(self.state, new[1:]):
+                if name in state:
+                    xp.copyto(state[name][part], value, casting="same_kind")
+
+    def _kernel(self, target, dtype, flags, active):
+        key = (target, np.dtype(dtype).name, tuple(sorted(flags.items())), active)
+        kernel = self._compiled.get(key)
+        if kernel is None:
+            build = _numba_kernel if target == "numba" else _cuda_kernel
+            kernel = self._compiled[key] = build(self, np.dtype(dtype), flags, active)
+        return kernel
+
+
+# ---------------------------------------------------------------------------- CPU backend selection
+
+_NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_cpu_backend = CpuBackend.NUMBA
+_numba_ok = None
+
+
+def use_cpu_backend(backend: CpuBackend) -> CpuBackend:
+    """Choose how rules run on the CPU; returns the previous choice (tests compare the two)."""
+    global _cpu_backend
+    previous, _cpu_backend = _cpu_backend, CpuBackend(backend)
+    return previous
+
+
+def _numba_available() -> bool:
+    global _numba_ok
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+            _numba_ok = True
+        except ImportError:
+            _numba_ok = False
+    return _numba_ok
+
+
+# ---------------------------------------------------------------------------- numba
+
+_NUMBA_TEMPLATE = '''"""Generated by lucid.optim._kernels from the rule {rule}; do not edit (delete to rebuild)."""
+import numba
+import numpy as np
+from lucid.optim._numba_math import {vocabulary}
+
+_T = np.{dtype}
+
+{rule_source}
+
+_rule = numba.njit(inline="always")(_rule)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def kernel({args}):
+    for i in numba.prange(param.shape[0]):
+        out = _rule({call})
+{stores}
+'''
+
+
+def _numba_kernel(rule: ElementwiseRule, dtype, flags, active):
+    """Write the kernel module for (rule, dtype, flags, active state), import it, return its kernel."""
+    args = ["param", "grad", *rule.state, *rule.coefficients]
+    call = (["param[i]", "grad[i]"] + [f"{name}[i]" for name in rule.state] + list(rule.coefficients)
+            + [str(bool(flags[flag])) for flag in rule.flags])
+    stores = [f"        param[i] = out[0]"] + [f"        {name}[i] = out[{k + 1}]"
+                                               for k, name in enumerate(rule.state) if name in active]
+    source = _NUMBA_TEMPLATE.format(
+        rule=rule.name, vocabulary=", ".join(sorted(_translate.VOCABULARY)), dtype=dtype.name,
+        rule_source=_translate.numba_source(rule.ast, "_rule"), args=", ".join(args),
+        call=", ".join(call), stores="\n".join(stores))
+    return _import_generated(source, f"{rule.name}_{dtype.name}").kernel
+
+
+def _import_generated(source: str, stem: str):
+    """Import `source` from a file named by its hash in the kernel cache directory."""
+    with open(os.path.join(os.path.dirname(__file__), "_numba_math.py")) as f:
+        vocabulary = f.read()  # the generated module imports it: a change must invalidate the cache
+    digest = hashlib.sha256((source + vocabulary).encode()).hexdigest()[:16]
+    name = f"lucid_kernel_{stem}_{digest}"
+    path = os.path.join(kernel_cache_dir(), name + ".py")
+    if not os.path.exists(path):
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            f.write(source)
+        os.replace(tmp, path)  # atomic: ranks compiling the same kernel at once agree on the file
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # numba's cache finds the module by name when it reloads a kernel
+    spec.loader.exec_module(module)
+    return module
+
+
+_cache_dir = None
+
+
+def kernel_cache_dir() -> str:
+    """Where generated kernels and numba's cache live: $LUCID_CACHE_DIR, else ~/.cache/lucid/kernels."""
+    global _cache_dir
+    if _cache_dir is None:
+        import numba
+        base = os.environ.get("LUCID_CACHE_DIR") or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lucid")
+        path = os.path.join(base, f"kernels-numba{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=path)
+            probe.close()
+        except OSError:
+            path = tempfile.mkdtemp(prefix="lucid-kernels-")  # read-only home: compile per process
+        _cache_dir = path
+    return _cache_dir
+
+
+# ---------------------------------------------------------------------------- CUDA (CuPy)
+
+def _cuda_kernel(rule: ElementwiseRule, dtype, flags, active):
+    """A CuPy ElementwiseKernel for the rule, translated from the same source."""
+    cupy = _backend.cupy_module()
+    ctype = {"float32": "float", "float64": "double"}.get(dtype.name)
+    if ctype is None:
+        raise TypeError(f"{rule.name}: the GPU kernel supports float32 and float64, not {dtype.name}")
+    inputs = ", ".join(["T grad"] + [f"T {c}" for c in rule.coefficients])
+    outputs = ", ".join(["T param"] + [f"T {name}" for name in rule.state if name in active])
+    inactive = [f"T {name} = T(0);" for name in rule.state if name not in active]
+    body = _translate.cuda_body(rule.ast, flags, ["param", *(n if n in active else None for n in rule.state)],
+                                declared={"param", "grad", *rule.state, *rule.coefficients})
+    digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+    return cupy.ElementwiseKernel(
+        inputs, outputs, "\n".join(inactive + [body]), f"lucid_{rule.name}_{digest}",
+        preamble=_translate.CUDA_PREAMBLE,
+        options=("--fmad=false",))  # no fused multiply-add: the same rounding as the CPU paths
