@@ -1,8 +1,9 @@
 """The math vocabulary an elementwise rule may use, in its NumPy form (arrays or scalars).
 
 A rule (see `_kernels.ElementwiseRule`) calls only these functions, so the same source can be run on
-NumPy arrays, compiled by numba with the scalar versions in `_numba_math.py`, and translated to CUDA
-with the C versions in `_translate.py`. Each function must mean the same thing in all three.
+NumPy arrays, compiled by numba with the scalar versions in `_kernels.NUMBA_VOCABULARY`, and translated
+to CUDA with the C versions in `_translate.CUDA_PREAMBLE`. Each function must mean the same thing in all
+three.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import numpy as np
 
 sqrt = np.sqrt
 abs = np.abs          # noqa: A001 - the rule vocabulary mirrors NumPy's names
-sign = np.sign        # NaN stays NaN, as in torch.sign
 maximum = np.maximum  # NaN propagates, as in torch.maximum
 minimum = np.minimum
 where = np.where
+
+
+def sign(x):
+    """-1, 0 or 1 in x's dtype; NaN gives 0, as torch.sign does."""
+    return np.sign(np.nan_to_num(x))
 
 
 def lerp(start, end, weight, one_minus_weight):
