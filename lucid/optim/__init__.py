@@ -1,10 +1,12 @@
 """lucid.optim: the Optimizer base class, PyTorch's optimizers and lr schedulers, and the fused step."""
 
+from . import lr_scheduler
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
 from .adamax import Adamax
 from .asgd import ASGD
+from .lbfgs import LBFGS
 from .nadam import NAdam
 from .optimizer import Optimizer, required
 from .radam import RAdam
@@ -14,4 +16,4 @@ from .sgd import SGD
 from .sparse_adam import SparseAdam
 
 __all__ = ["Optimizer", "required", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop",
-           "Adagrad", "Adadelta", "ASGD", "Rprop", "SparseAdam"]
+           "Adagrad", "Adadelta", "ASGD", "Rprop", "SparseAdam", "LBFGS"]

@@ -4,8 +4,8 @@ An optimizer's math is written once, as a rule on one element (`ElementwiseRule`
 - CPU, float32/float64: a numba kernel, one parallel pass over the arrays, generated as a small module
   on disk so numba's cache lets the next process skip compilation;
 - GPU: a CuPy ElementwiseKernel translated from the same source (`_translate.py`);
-- anything else (no numba, float16, `use_cpu_backend(CpuBackend.NUMPY)`): the rule called on NumPy
-  arrays in cache-sized chunks.
+- anything else (no numba, float16, `use_cpu_backend(CpuBackend.NUMPY)`): the rule called on whole
+  arrays (NumPy, or CuPy through NumPy's dispatch) in cache-sized chunks.
 All three do the same IEEE operations in the same order, so they give the same numbers.
 """
 
@@ -79,10 +79,11 @@ class ElementwiseRule:
             raise ValueError(f"{self.name}: arrays of different lengths")
         dtype = param.dtype.type
         coefficients = tuple(dtype(c) for c in coefficients)
-        if _backend.is_gpu_array(param):
+        if _backend.is_gpu_array(param) and param.dtype in _COMPILED_DTYPES:
             kernel = self._kernel("cuda", param.dtype, flags, tuple(state))
             kernel(grad, *coefficients, param, *(state[name] for name in state))
-        elif _cpu_backend is CpuBackend.NUMBA and param.dtype in _NUMBA_DTYPES and _numba_available():
+        elif (_cpu_backend is CpuBackend.NUMBA and param.dtype in _COMPILED_DTYPES and _numba_available()
+              and not _backend.is_gpu_array(param)):
             key = (param.dtype, tuple(name in state for name in self.state))
             kernel = self._numba_kernels.get(key)
             if kernel is None:
@@ -96,6 +97,10 @@ class ElementwiseRule:
     def _apply_numpy(self, param, grad, state, coefficients, flags):
         zero = param.dtype.type(0)
         xp = _backend.array_module(param)
+        with np.errstate(all="ignore"):  # NaN and inf propagate silently, as in the compiled kernels
+            self._apply_chunks(xp, zero, param, grad, state, coefficients, flags)
+
+    def _apply_chunks(self, xp, zero, param, grad, state, coefficients, flags):
         for start in range(0, param.shape[0], _CHUNK):
             part = slice(start, start + _CHUNK)
             args = [state[name][part] if name in state else zero for name in self.state]
@@ -115,7 +120,7 @@ class ElementwiseRule:
 
 # ---------------------------------------------------------------------------- CPU backend selection
 
-_NUMBA_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _cpu_backend = CpuBackend.NUMBA
 _numba_ok = None
 
@@ -260,19 +265,29 @@ def kernel_cache_dir() -> str:
 
 # ---------------------------------------------------------------------------- CUDA (CuPy)
 
+def cuda_kernel_parts(rule: ElementwiseRule, flags: dict, active) -> tuple:
+    """(in_params, out_params, operation) of the CuPy ElementwiseKernel for a rule and its flags.
+
+    Gradient and coefficients are inputs; the parameter and the stored state are outputs (read and
+    written in place); state the group does not use becomes a local zero. CuPy makes inputs const, and
+    rules do reassign the gradient (maximize, weight decay), so the kernel works on a local copy.
+    """
+    inputs = ", ".join(["T lucid_grad"] + [f"T {c}" for c in rule.coefficients])
+    outputs = ", ".join(["T param"] + [f"T {name}" for name in rule.state if name in active])
+    inactive = ["T grad = lucid_grad;"] + [f"T {name} = T(0);" for name in rule.state if name not in active]
+    body = _translate.cuda_body(rule.ast, flags, ["param", *(n if n in active else None for n in rule.state)],
+                                declared={"param", "grad", *rule.state, *rule.coefficients})
+    return inputs, outputs, "\n".join(inactive + [body])
+
+
 def _cuda_kernel(rule: ElementwiseRule, dtype, flags, active):
     """A CuPy ElementwiseKernel for the rule, translated from the same source."""
     cupy = _backend.cupy_module()
-    ctype = {"float32": "float", "float64": "double"}.get(dtype.name)
-    if ctype is None:
+    if dtype.name not in ("float32", "float64"):
         raise TypeError(f"{rule.name}: the GPU kernel supports float32 and float64, not {dtype.name}")
-    inputs = ", ".join(["T grad"] + [f"T {c}" for c in rule.coefficients])
-    outputs = ", ".join(["T param"] + [f"T {name}" for name in rule.state if name in active])
-    inactive = [f"T {name} = T(0);" for name in rule.state if name not in active]
-    body = _translate.cuda_body(rule.ast, flags, ["param", *(n if n in active else None for n in rule.state)],
-                                declared={"param", "grad", *rule.state, *rule.coefficients})
-    digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+    inputs, outputs, operation = cuda_kernel_parts(rule, flags, active)
+    digest = hashlib.sha256(operation.encode()).hexdigest()[:12]
     return cupy.ElementwiseKernel(
-        inputs, outputs, "\n".join(inactive + [body]), f"lucid_{rule.name}_{digest}",
+        inputs, outputs, operation, f"lucid_{rule.name}_{digest}",
         preamble=_translate.CUDA_PREAMBLE,
         options=("--fmad=false",))  # no fused multiply-add: the same rounding as the CPU paths

@@ -31,6 +31,8 @@ class _RequiredParameter:
 
 
 required = _RequiredParameter()
+_SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the ordering of "
+                "tensors in sets will change between runs. Please use a list instead.")
 
 
 def _with_step_hooks(step):
@@ -94,6 +96,8 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or "
                             f"dicts, but got {type(params).__name__}")
+        if isinstance(params, set):
+            raise TypeError(_SET_MESSAGE)
         groups = list(params)
         if not groups:
             raise ValueError("optimizer got an empty parameter list")
@@ -113,8 +117,7 @@ class Optimizer:
         if isinstance(params, Tensor):
             params = [params]
         elif isinstance(params, set):
-            raise TypeError("optimizer parameters need to be organized in ordered collections, but the "
-                            "ordering of tensors in sets will change between runs. Please use a list instead.")
+            raise TypeError(_SET_MESSAGE)
         params = list(params)
         names = [p[0] for p in params if isinstance(p, tuple)]
         params = [p[1] if isinstance(p, tuple) else p for p in params]
@@ -351,6 +354,9 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
         return "\n".join(lines) + "\n)"
+
+
+Optimizer.step = _with_step_hooks(Optimizer.step)  # subclasses' own steps are wrapped in __init_subclass__
 
 
 def scalar_dtype() -> np.dtype:
