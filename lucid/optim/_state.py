@@ -10,11 +10,18 @@ from .. import _backend
 
 
 def _export_value(value, scalar_dtype):
+    """A host copy of a state value: arrays (also inside lists, tuples and dicts) become NumPy copies.
+
+    With `scalar_dtype`, numbers become 0-d arrays of it (an elementwise optimizer's scalar state, kept
+    as PyTorch keeps its scalar tensors); without, they stay as the optimizer stored them.
+    """
     if isinstance(value, np.ndarray) or _backend.is_gpu_array(value):
         return np.array(_backend.to_host(value), copy=True)
-    if isinstance(value, bool) or value is None:
-        return value
-    if isinstance(value, (int, float)):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_export_value(v, scalar_dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: _export_value(v, scalar_dtype) for k, v in value.items()}
+    if scalar_dtype is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
         return np.array(value, dtype=scalar_dtype)
     return copy.deepcopy(value)
 
@@ -29,7 +36,7 @@ def optimizer_state_dict(optimizer) -> dict:
             ids.setdefault(id(p), len(ids))
         packed["params"] = [ids[id(p)] for p in group["params"]]
         groups.append(packed)
-    dtype = scalar_dtype()
+    dtype = scalar_dtype() if optimizer.rule is not None else None
     state = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -40,12 +47,17 @@ def optimizer_state_dict(optimizer) -> dict:
 
 
 def _check_shapes(optimizer, saved_groups, saved_state):
-    """Raise ValueError naming the first parameter whose saved state does not fit."""
+    """Raise ValueError naming the first parameter whose saved elementwise state does not fit.
+
+    Only elementwise optimizers are checked: their state is per element by construction. A plain
+    optimizer's state is its own business (LBFGS keeps flat vectors under its first parameter).
+    """
+    if optimizer.rule is None:
+        return
     for group, saved in zip(optimizer.param_groups, saved_groups):
-        required = set()
-        if optimizer.rule is not None:
-            settings = {**group, **{k: v for k, v in saved.items() if k != "params"}}
-            required = set(optimizer._state_init(settings)) | set(optimizer.scalar_state)
+        settings = {**group, **{k: v for k, v in saved.items() if k != "params"}}
+        per_element = set(optimizer._state_init(settings))
+        required = per_element | set(optimizer.scalar_state)
         for p, pid in zip(group["params"], saved["params"]):
             values = saved_state.get(pid)
             if not values:
@@ -54,11 +66,12 @@ def _check_shapes(optimizer, saved_groups, saved_state):
             if missing:
                 raise ValueError(f"loaded state dict is missing state {missing} for parameter {pid} "
                                  f"(a {type(optimizer).__name__} needs {sorted(required)})")
-            for name, value in values.items():
-                shape = getattr(value, "shape", None)
-                if shape is not None and len(shape) > 0 and tuple(shape) != tuple(p.shape):
-                    raise ValueError(f"loaded state '{name}' of parameter {pid} has shape {tuple(shape)}, "
-                                     f"but the parameter has shape {tuple(p.shape)}")
+            for name in per_element & set(values):
+                shape = getattr(values[name], "shape", None)
+                if shape is None or tuple(shape) != tuple(p.shape):
+                    raise ValueError(f"loaded state '{name}' of parameter {pid} has shape "
+                                     f"{None if shape is None else tuple(shape)}, but the parameter has "
+                                     f"shape {tuple(p.shape)}")
 
 
 def load_optimizer_state(optimizer, state_dict: dict) -> None:
@@ -94,9 +107,16 @@ def load_optimizer_state(optimizer, state_dict: dict) -> None:
 
 
 def _import_plain(value, p):
-    """A saved value for a plain optimizer: arrays go to the parameter's device and dtype."""
+    """A saved value for a plain optimizer: floating arrays (also inside lists, tuples and dicts) take
+    the parameter's dtype and device, as PyTorch casts them; 0-d arrays and other values are copied."""
     if isinstance(value, np.ndarray) or _backend.is_gpu_array(value):
-        if value.ndim and value.dtype.kind == "f":
+        if value.ndim == 0:
+            return np.array(_backend.to_host(value), copy=True)
+        if value.dtype.kind == "f":
             value = value.astype(p.dtype, copy=True)
-        return _backend.to_device(value, p.device) if value.ndim else value.copy()
+        return _backend.to_device(value.copy(), p.device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_import_plain(v, p) for v in value)
+    if isinstance(value, dict):
+        return {k: _import_plain(v, p) for k, v in value.items()}
     return copy.deepcopy(value)

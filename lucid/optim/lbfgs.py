@@ -228,8 +228,8 @@ class _History:
                    prev_flat_grad=conform(state.get("prev_flat_grad")), prev_loss=state.get("prev_loss"))
 
     def save(self, state: dict) -> None:
-        """Write the history back, in PyTorch's key order; t as a float64 0-d array (exact in a state dict)."""
-        state.update(d=self.d, t=None if self.t is None else np.array(float(self.t)),
+        """Write the history back, in PyTorch's key order."""
+        state.update(d=self.d, t=self.t,
                      old_dirs=self.old_dirs, old_stps=self.old_stps, ro=self.ro, H_diag=self.H_diag,
                      prev_flat_grad=self.prev_flat_grad, prev_loss=self.prev_loss)
 
