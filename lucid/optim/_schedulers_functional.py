@@ -10,6 +10,7 @@ class _UserFunctionLR(LRScheduler):
     """A schedule driven by one user function per group; saves only what torch saves of them."""
 
     _custom_state = ("lr_lambdas",)
+    _require_callable = False  # MultiplicativeLR checks its lambdas up front; LambdaLR fails when calling one
 
     def __init__(self, optimizer, lr_lambda, last_epoch: int) -> None:
         check_optimizer(optimizer)
@@ -20,6 +21,9 @@ class _UserFunctionLR(LRScheduler):
             self.lr_lambdas = list(lr_lambda)
         else:
             self.lr_lambdas = [lr_lambda] * count
+        for fn in self.lr_lambdas if self._require_callable else ():
+            if not callable(fn):
+                raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
         super().__init__(optimizer, last_epoch)
 
     def state_dict(self) -> dict:
@@ -31,7 +35,7 @@ class _UserFunctionLR(LRScheduler):
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a state; saved lambda attributes go onto this scheduler's own lambdas."""
         super().load_state_dict(state_dict)
-        for fn, saved in zip(self.lr_lambdas, state_dict["lr_lambdas"]):
+        for fn, saved in zip(self.lr_lambdas, state_dict["lr_lambdas"], strict=True):
             restore_callable_state(fn, saved)
 
 
@@ -71,10 +75,9 @@ class MultiplicativeLR(_UserFunctionLR):
         TypeError: when a lambda is not callable.
     """
 
+    _require_callable = True
+
     def __init__(self, optimizer, lr_lambda, last_epoch: int = -1) -> None:
-        for fn in lr_lambda if isinstance(lr_lambda, (list, tuple)) else [lr_lambda]:
-            if not callable(fn):
-                raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
         super().__init__(optimizer, lr_lambda, last_epoch)
 
     def _compute_lr(self) -> list:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 
 from .. import _backend, autograd
 from ..tensor import Tensor

@@ -5,7 +5,7 @@ in `_schedulers_decay`, user-function and Noam schedules in `_schedulers_functio
 `_schedulers_cyclic`, ReduceLROnPlateau in `_schedulers_plateau`, and the composites in `_schedulers_compose`.
 """
 
-from ._schedulers_base import EPOCH_DEPRECATION_WARNING, LRScheduler, _LRScheduler
+from ._schedulers_base import EPOCH_DEPRECATION_WARNING, LRScheduler, _LRScheduler  # noqa: F401 (torch's names)
 from ._schedulers_compose import ChainedScheduler, SequentialLR
 from ._schedulers_cyclic import CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR
 from ._schedulers_decay import (ConstantLR, CosineAnnealingLR, ExponentialLR, LinearLR, MultiStepLR, PolynomialLR,

@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 
 import lucid
-from lucid import nn
 
 torch = pytest.importorskip("torch")
 
-from .test_optimizers import SHAPES, gradients, make_params  # noqa: E402
+from .test_optimizers import gradients, make_params  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -259,7 +259,6 @@ def test_tolerance_grad_stops_the_iterations():
     tight, _, tight_calls = rosenbrock_run([-1.5, 2.0], 1, max_iter=200, max_eval=400)
     assert len(loose_calls) < len(tight_calls)
     x = nn.Parameter(loose.data.copy())
-    opt = optim.LBFGS([x])
     rosenbrock(x).backward()
     assert np.abs(x.grad).max() <= 1.0
 

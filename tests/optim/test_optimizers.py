@@ -1,7 +1,6 @@
 """Generic checks that every optimizer configuration in the table (conftest.CONFIGS) must pass."""
 
 import numpy as np
-import pytest
 
 import lucid
 from lucid import nn, optim
