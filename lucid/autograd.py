@@ -104,13 +104,18 @@ def _graph_order(root):
     Iterative depth-first post-order, so deep graphs do not hit Python's recursion limit.
     """
     order, consumers = [], {}
-    visited = {id(root)}
+    visited = set()
     stack = [(root, False)]
     while stack:
         tensor, expanded = stack.pop()
         if expanded:
             order.append(tensor)
             continue
+        # marked when expanded, not when pushed: a tensor pushed earlier by another consumer must
+        # still finish before this path's consumers, or the post-order is not topological
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
         node = tensor._node
         if node is None:
             continue
@@ -126,7 +131,6 @@ def _graph_order(root):
                 continue
             consumers[id(inp)] = consumers.get(id(inp), 0) + 1
             if id(inp) not in visited:
-                visited.add(id(inp))
                 stack.append((inp, False))
     return order, consumers
 

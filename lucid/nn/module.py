@@ -53,7 +53,8 @@ class Module:
 
     def _fits(self, table, value) -> bool:
         if table is self._parameters:
-            return isinstance(value, Parameter) or value is None
+            # only a Module displaces a parameter; anything else must reach the TypeError below
+            return not isinstance(value, Module)
         if table is self._modules:
             return isinstance(value, Module) or value is None
         return not isinstance(value, (Parameter, Module))

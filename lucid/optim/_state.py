@@ -56,8 +56,8 @@ def _check_shapes(optimizer, saved_groups, saved_state):
         return
     for group, saved in zip(optimizer.param_groups, saved_groups):
         settings = {**group, **{k: v for k, v in saved.items() if k != "params"}}
-        per_element = set(optimizer._state_init(settings))
-        required = per_element | set(optimizer.scalar_state)
+        per_element = list(optimizer._state_init(settings))
+        required = set(per_element) | set(optimizer.scalar_state)
         for p, pid in zip(group["params"], saved["params"]):
             values = saved_state.get(pid)
             if not values:
@@ -66,7 +66,7 @@ def _check_shapes(optimizer, saved_groups, saved_state):
             if missing:
                 raise ValueError(f"loaded state dict is missing state {missing} for parameter {pid} "
                                  f"(a {type(optimizer).__name__} needs {sorted(required)})")
-            for name in per_element & set(values):
+            for name in (n for n in per_element if n in values):
                 shape = getattr(values[name], "shape", None)
                 if shape is None or tuple(shape) != tuple(p.shape):
                     raise ValueError(f"loaded state '{name}' of parameter {pid} has shape "
