@@ -1,0 +1,90 @@
+"""Layers and losses with torch.nn's names and signatures."""
+
+from .activation import (
+                         CELU,
+                         ELU,
+                         GELU,
+                         SELU,
+                         Hardsigmoid,
+                         Hardswish,
+                         Hardtanh,
+                         LeakyReLU,
+                         LogSigmoid,
+                         LogSoftmax,
+                         Mish,
+                         ReLU,
+                         ReLU6,
+                         Sigmoid,
+                         SiLU,
+                         Softmax,
+                         Softmin,
+                         Softplus,
+                         Softsign,
+                         Tanh,
+)
+from .container import ModuleDict, ModuleList, Sequential
+from .conv import Conv2d
+from .dropout import Dropout
+from .embedding import Embedding
+from .flatten import Flatten, Unflatten
+from .linear import Identity, Linear
+from .loss import (
+                         BCELoss,
+                         BCEWithLogitsLoss,
+                         CrossEntropyLoss,
+                         HuberLoss,
+                         KLDivLoss,
+                         L1Loss,
+                         MSELoss,
+                         NLLLoss,
+                         SmoothL1Loss,
+)
+from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .pooling import AvgPool2d, MaxPool2d
+
+__all__ = [
+                         "CELU",
+                         "ELU",
+                         "GELU",
+                         "SELU",
+                         "AvgPool2d",
+                         "BCELoss",
+                         "BCEWithLogitsLoss",
+                         "BatchNorm1d",
+                         "BatchNorm2d",
+                         "Conv2d",
+                         "CrossEntropyLoss",
+                         "Dropout",
+                         "Embedding",
+                         "Flatten",
+                         "Hardsigmoid",
+                         "Hardswish",
+                         "Hardtanh",
+                         "HuberLoss",
+                         "Identity",
+                         "KLDivLoss",
+                         "L1Loss",
+                         "LayerNorm",
+                         "LeakyReLU",
+                         "Linear",
+                         "LogSigmoid",
+                         "LogSoftmax",
+                         "MSELoss",
+                         "MaxPool2d",
+                         "Mish",
+                         "ModuleDict",
+                         "ModuleList",
+                         "NLLLoss",
+                         "ReLU",
+                         "ReLU6",
+                         "Sequential",
+                         "SiLU",
+                         "Sigmoid",
+                         "SmoothL1Loss",
+                         "Softmax",
+                         "Softmin",
+                         "Softplus",
+                         "Softsign",
+                         "Tanh",
+                         "Unflatten",
+]

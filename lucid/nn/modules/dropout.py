@@ -1,0 +1,22 @@
+"""Dropout: zeroes elements at random in training mode, the identity in eval mode."""
+
+from __future__ import annotations
+
+from .. import functional as F
+from ..module import Module
+
+
+class Dropout(Module):
+    """Zero each element with probability p (training only) and scale the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        self.p, self.inplace = p, inplace
+
+    def forward(self, input):
+        return F.dropout(input, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"
