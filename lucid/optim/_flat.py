@@ -36,6 +36,7 @@ class FlatBuffer:
         self.data = self.xp.zeros(self.size, dtype=self.dtype)
         self.grad = self.xp.zeros(self.size, dtype=self.dtype)
         self.state = {}                                    # name -> flat array of `size`
+        self.storage = FullStorage(self)                   # where optimizer state for this buffer lives
         self._data_views = []
         for i, p in enumerate(self.params):
             view = self.view(self.data, i)
@@ -104,3 +105,31 @@ class FlatBuffer:
                 p._grad_storage = None
             if p._grad is gview:
                 p._grad = gview.copy()
+
+
+class FullStorage:
+    """Optimizer state for all of a FlatBuffer: flat state arrays, parameter-shaped views into them.
+
+    The sharded optimizer swaps in a storage with the same three methods that keeps only one slice
+    of the flat range (`distributed.sharding.ShardStorage`); the optimizer's step and state loading
+    go through this interface, so they work unchanged on a shard.
+    """
+
+    def __init__(self, flat: FlatBuffer):
+        self.flat = flat
+        self.span = (0, flat.size)  # the flat range [start, stop) whose state is kept here
+
+    def view(self, name: str, i: int):
+        """Parameter i's state `name`: a view into the flat state array, in the parameter's shape."""
+        return self.flat.view(self.flat.state_array(name), i)
+
+    def load(self, name: str, i: int, value):
+        """Copy a full, parameter-shaped `value` into parameter i's storage; return the view."""
+        view = self.view(name, i)
+        self.flat.xp.copyto(view, _backend.to_device(value, self.flat.device).reshape(view.shape),
+                            casting="unsafe")
+        return view
+
+    def arrays(self, names, start: int, stop: int) -> dict:
+        """The state arrays for flat range [start, stop), which lies inside `span`."""
+        return {name: self.flat.state[name][start:stop] for name in names}

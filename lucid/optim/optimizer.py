@@ -179,12 +179,11 @@ class Optimizer:
                 self._step_flat(group, flat)
         return loss
 
-    def _step_flat(self, group, flat, span=None, state_arrays=None) -> None:
+    def _step_flat(self, group, flat) -> None:
         """Run the rule over one flat buffer: one call per run of parameters that can step together.
 
-        `span` restricts the update to [start, stop) of the flat arrays, with `state_arrays` holding
-        the state for exactly that range (the sharded step's seam); by default the whole buffer, with
-        the buffer's own state.
+        Only the range the buffer's state storage covers is updated: all of it normally, this rank's
+        slice when the state is sharded (the storage decides; see `_flat.FullStorage`).
         """
         present = flat.gather_grads()
         runs = self._runs(group, flat, present)
@@ -194,16 +193,13 @@ class Optimizer:
                 self._init_param_state(flat, i, group)
         flags = self._flags(group)
         active = tuple(self._state_init(group))
+        low, high = flat.storage.span
         for (first, last), before in zip(runs, befores):
             coefficients, scalars = self._step_coefficients(group, before)
-            start, stop = flat.offsets[first], flat.span(last - 1)[1]
-            if span is not None:
-                start, stop = max(start, span[0]), min(stop, span[1])
-                states = {n: state_arrays[n][start - span[0]:stop - span[0]] for n in active}
-            else:
-                states = {n: flat.state[n][start:stop] for n in active}
+            start, stop = max(flat.offsets[first], low), min(flat.span(last - 1)[1], high)
             if start < stop:
-                self.rule.apply(flat.data[start:stop], flat.grad[start:stop], states, coefficients, flags)
+                self.rule.apply(flat.data[start:stop], flat.grad[start:stop],
+                                flat.storage.arrays(active, start, stop), coefficients, flags)
             for p in flat.params[first:last]:
                 self.state[p].update(scalars)
 
@@ -284,7 +280,7 @@ class Optimizer:
         state = self.state[p]
         for name, start in self._state_init(group).items():
             if name not in state:
-                view = flat.view(flat.state_array(name), i)
+                view = flat.storage.view(name, i)
                 view.fill(start)
                 state[name] = view
         if self.eager_state:
@@ -302,10 +298,7 @@ class Optimizer:
                 if value.ndim == 0:
                     state[name] = self._scalar_value(name, value)
                     continue
-                view = flat.view(flat.state_array(name), i)
-                flat.xp.copyto(view, _backend.to_device(value, flat.device).reshape(view.shape),
-                               casting="unsafe")
-                state[name] = view
+                state[name] = flat.storage.load(name, i, value)
             else:
                 state[name] = self._scalar_value(name, value)
 

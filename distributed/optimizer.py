@@ -1,0 +1,380 @@
+"""DistributedOptimizer: wraps any lucid optimizer and averages (or sums) gradients across ranks.
+
+Gradients live in the wrapped optimizer's flat buffers (`lucid.optim._flat`); buckets are slices of
+them (`buckets.py`). Each parameter's post-accumulate-grad hook marks it ready; a bucket whose
+gradients are all ready starts a non-blocking all-reduce at once, in bucket order, so communication
+overlaps the rest of backward. `step()` waits for the buckets, then runs the wrapped optimizer's
+(fused) step. With `shard_state=True` the reduction becomes a reduce-scatter and the step runs on this
+rank's shard only (`sharding.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import warnings
+
+import numpy as np
+
+from lucid import autograd
+from lucid.optim import Optimizer
+from lucid.optim._flat import FlatBuffer
+
+from . import comm as _comm
+from .buckets import Readiness, plan_buckets
+from .compression import Compression, Compressor
+
+
+class LayoutMismatchError(RuntimeError):
+    """Ranks disagree on the parameters (names, shapes, dtypes, order) or on the wrapper's options."""
+
+
+class DistributedOptimizer:
+    """Data-parallel training over MPI ranks for any lucid optimizer (Horovod's interface).
+
+    Args:
+        optimizer: the lucid optimizer to wrap; it is used as it is, state included.
+        named_parameters: (name, Parameter) pairs covering the optimizer's parameters, used in error
+            messages and to check that ranks agree; default names are "group.index".
+        op: `distributed.Average` (default) or `distributed.Sum`.
+        compression: `Compression.none` or `Compression.fp16` (gradients travel as float16).
+        backward_passes_per_step: backward passes accumulated locally before one reduction.
+        bucket_cap_mb: the most MiB of gradients one all-reduce carries.
+        shard_state: partition optimizer state across ranks (ZeRO stage 1/2).
+        comm: a `Communicator` (default: `distributed.init()`).
+    """
+
+    def __init__(self, optimizer, named_parameters=None, *, op=_comm.Average, compression=Compression.none,
+                 backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
+                 comm=None):
+        _check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
+        if shard_state and optimizer.rule is None:
+            raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
+                             f"{type(optimizer).__name__} is not elementwise (it has no rule)")
+        self.optimizer = optimizer
+        self.comm = comm if comm is not None else _comm.init()
+        self.op = _comm.ReduceOp(op)
+        self.compression = compression
+        self.backward_passes_per_step = int(backward_passes_per_step)
+        self.bucket_cap_mb = float(bucket_cap_mb)
+        self.shard_state = bool(shard_state)
+        self._names = _parameter_names(optimizer, named_parameters)
+        self._own_flats = {}
+        self._requests = {}
+        self._synchronized = None  # None, "user" or "internal": who reduced this step's gradients
+        self._should_synchronize = True
+        self._sharding = None
+        self._build()
+        self._hooks = []
+        if self.comm.size > 1:
+            self._hooks = [p.register_post_accumulate_grad_hook(self._on_gradient)
+                           for group in optimizer.param_groups for p in group["params"]]
+
+    # ------------------------------------------------------------------ the wrapped optimizer's face
+
+    @property
+    def param_groups(self) -> list:
+        """The wrapped optimizer's own list: lr schedulers drive it unchanged."""
+        return self.optimizer.param_groups
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @property
+    def defaults(self) -> dict:
+        return self.optimizer.defaults
+
+    @property
+    def _step_count(self) -> int:
+        return self.optimizer._step_count
+
+    def register_step_pre_hook(self, hook):
+        return self.optimizer.register_step_pre_hook(hook)
+
+    def register_step_post_hook(self, hook):
+        return self.optimizer.register_step_post_hook(hook)
+
+    def __repr__(self) -> str:
+        return (f"DistributedOptimizer({type(self.optimizer).__name__}, ranks={self.comm.size}, "
+                f"op={self.op.name}, compression={self.compression!r}, buckets={len(self._buckets)}, "
+                f"backward_passes_per_step={self.backward_passes_per_step}, shard_state={self.shard_state})")
+
+    # ------------------------------------------------------------------ layout
+
+    def _group_flats(self, index: int) -> list:
+        """The flat buffers of group `index`: the optimizer's own, or ours for a plain optimizer."""
+        if self.optimizer.rule is not None:
+            return self.optimizer._flat_buffers(index, pad_to=self._pad_to())
+        flats = self._own_flats.get(index)
+        if flats is None or not all(f.is_intact() for f in flats):
+            kinds = {}
+            for p in self.optimizer.param_groups[index]["params"]:
+                kinds.setdefault((p.device, p.dtype), []).append(p)
+            flats = self._own_flats[index] = [FlatBuffer(ps) for ps in kinds.values()]
+        return flats
+
+    def _pad_to(self) -> int:
+        return self.comm.size if self.shard_state else 1
+
+    def _build(self) -> None:
+        """Plan buckets over the current flat buffers and check that every rank has the same layout.
+
+        Called at wrap time and, on every rank together, when a rank rebound a parameter's `.data`
+        (the flat buffers were rebuilt) or a group was added. Sharded state is gathered first and
+        re-sliced after, so it survives the new layout.
+        """
+        full_state = None
+        if self._sharding is not None:
+            full_state = self._sharding.state_dict()
+            self._sharding.release()
+        self._flats = [f for i in range(len(self.optimizer.param_groups)) for f in self._group_flats(i)]
+        self._buckets = plan_buckets(self._flats, int(self.bucket_cap_mb * 2 ** 20))
+        self._readiness = Readiness(self._buckets, self.backward_passes_per_step)
+        self._bucket_params = [p for b in self._buckets for p in b.params]
+        check_same_layout(self.comm, self._layout())
+        if self.shard_state:
+            from .sharding import ShardedState
+            self._sharding = ShardedState(self)
+            if full_state is not None:
+                self._sharding.load_state_dict(full_state)
+
+    def _layout(self) -> list:
+        """What must match across ranks: the options, then each parameter in bucket order."""
+        names = {id(p): n for p, n in self._names.items()}
+        options = ("options", self.op.name, self.compression.name, self.backward_passes_per_step,
+                   self.bucket_cap_mb, self.shard_state)
+        return [options] + [(names[id(p)], tuple(p.shape), p.dtype.name) for p in self._bucket_params]
+
+    # ------------------------------------------------------------------ communication
+
+    def _on_gradient(self, param) -> None:
+        """Post-accumulate-grad hook: launch every bucket this gradient completes (in bucket order)."""
+        for index in self._readiness.mark(param):
+            self._launch(self._buckets[index])
+        for request in self._requests.values():
+            request.test()  # lets MPI progress the earlier buckets while backward goes on
+
+    def _launch(self, bucket) -> None:
+        """Start the reduction of one bucket."""
+        self._synchronized = None
+        if self._sharding is not None:
+            self._requests[bucket.index] = self._sharding.launch(bucket)
+            return
+        wire_dtype = self.compression.wire_dtype(bucket.grad.dtype)
+        if wire_dtype is None:
+            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op)
+            return
+        if bucket.wire is None or bucket.wire.shape != bucket.grad.shape:
+            bucket.wire = bucket.flat.xp.empty(bucket.grad.shape, dtype=wire_dtype)
+        scale = 1.0 / self.comm.size if self.op is _comm.Average else 1.0
+        # average before the cast: a float16 sum of full gradients overflows sooner
+        bucket.flat.xp.multiply(bucket.grad, scale, out=bucket.wire, casting="same_kind")
+        request = self.comm.iallreduce(bucket.wire, _comm.Sum)
+        self._requests[bucket.index] = _comm.Request(
+            None, lambda: (request.wait(), bucket.flat.xp.copyto(bucket.grad, bucket.wire)))
+
+    def synchronize(self) -> None:
+        """Finish reducing this step's gradients (every rank must call it; `step()` does)."""
+        self._reduce("user")
+
+    def _reduce(self, who: str) -> None:
+        if self._synchronized:
+            return
+        if self.comm.size > 1 or self._sharding is not None:
+            present = np.array([p._grad is not None for p in self._bucket_params]
+                               + [not all(f.is_intact() for f in self._flats)], dtype=np.uint8)
+            for index in self._readiness.remaining():
+                self._launch(self._fill_missing(self._buckets[index]))
+            for bucket in self._buckets:
+                self._requests.pop(bucket.index).wait()
+            anywhere = self.comm.allreduce_max(present)
+            for p, seen in zip(self._bucket_params, anywhere[:-1]):
+                if not seen:
+                    p._grad = None  # no rank computed it: leave it out of the step, as one process would
+            if anywhere[-1]:
+                self._build()  # some rank rebound a parameter's .data: everyone re-plans, together
+        self._readiness.reset()
+        self._synchronized = who
+
+    def _fill_missing(self, bucket):
+        """Count a parameter without a gradient as a zero gradient (as DDP does), so ranks stay in step."""
+        for i, p in enumerate(bucket.params, bucket.first):
+            if p._grad is None:
+                view = bucket.flat.view(bucket.flat.grad, i)
+                view.fill(0)
+                p._grad = view
+        return bucket
+
+    @contextlib.contextmanager
+    def skip_synchronize(self):
+        """Inside this block `step()` does not reduce: use after calling `synchronize()` yourself."""
+        self._should_synchronize = False
+        try:
+            yield
+        finally:
+            self._should_synchronize = True
+
+    # ------------------------------------------------------------------ stepping
+
+    def step(self, closure=None):
+        """Reduce the gradients (unless already done), then run the wrapped optimizer's step."""
+        loss = None
+        if closure is not None:
+            with autograd.enable_grad():
+                loss = closure()
+        if self._should_synchronize:
+            if self._synchronized == "user":
+                warnings.warn("optimizer.step() called without optimizer.skip_synchronize() context after "
+                              "optimizer.synchronize(). This can cause training slowdown.", stacklevel=2)
+            self._reduce("internal")
+        if self._sharding is not None:
+            self._sharding.step()
+        else:
+            self.optimizer.step()
+        self._synchronized = None
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset gradients; refused while reductions are in flight (they read the gradient buffers)."""
+        if self._requests:
+            raise RuntimeError("optimizer.zero_grad() was called after loss.backward() but before "
+                               "optimizer.step() or optimizer.synchronize(). This is prohibited as it can "
+                               "cause a race condition.")
+        self._readiness.reset()
+        self.optimizer.zero_grad(set_to_none)
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0):
+        """Reduce the gradients, then scale them so their global norm is at most `max_norm`.
+
+        Returns:
+            The global norm before clipping (a 0-d float64 lucid Tensor), the same on every rank.
+        """
+        from lucid.tensor import Tensor
+        self._reduce("internal")
+        norm_type = float(norm_type)
+        total = self._global_norm(norm_type)
+        coefficient = min(float(max_norm) / (total + 1e-6), 1.0)
+        for flat in self._flats:
+            flat.grad *= flat.grad.dtype.type(coefficient)
+        return Tensor(np.float64(total))
+
+    def _global_norm(self, norm_type: float) -> float:
+        """The norm of all reduced gradients, from per-buffer partial sums in float64."""
+        if self._sharding is not None:
+            return self._sharding.global_norm(norm_type)
+        partials = [_partial_norm(f.grad[:f.numel], norm_type) for f in self._flats]
+        return _combine_norms(partials, norm_type)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        """The full state dict the wrapped optimizer would give in one process (a collective when sharded)."""
+        if self._sharding is not None:
+            return self._sharding.state_dict()
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load a full state dict (from any world size, or from a plain optimizer)."""
+        if self._sharding is not None:
+            self._sharding.load_state_dict(state_dict)
+        else:
+            self.optimizer.load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group to the wrapped optimizer and re-plan the buckets (call it on every rank)."""
+        before = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self.optimizer.add_param_group(param_group)
+        new = [p for p in self.optimizer.param_groups[-1]["params"] if id(p) not in before]
+        for i, p in enumerate(new):
+            self._names.setdefault(p, f"{len(self.optimizer.param_groups) - 1}.{i}")
+        if self.comm.size > 1:
+            self._hooks += [p.register_post_accumulate_grad_hook(self._on_gradient) for p in new]
+        self._build()
+
+
+def _partial_norm(grad, norm_type: float) -> float:
+    values = grad.astype(np.float64, copy=False) if grad.dtype != np.float64 else grad
+    xp = type(values).__module__.startswith("cupy") and __import__("cupy") or np
+    if norm_type == float("inf"):
+        return float(xp.abs(values).max()) if values.size else 0.0
+    return float((xp.abs(values) ** norm_type).sum())
+
+
+def _combine_norms(partials: list, norm_type: float) -> float:
+    if norm_type == float("inf"):
+        return max(partials, default=0.0)
+    return sum(partials) ** (1.0 / norm_type)
+
+
+def _check_arguments(optimizer, op, compression, passes, bucket_cap_mb) -> None:
+    if isinstance(optimizer, DistributedOptimizer):
+        raise TypeError("the optimizer is already a DistributedOptimizer")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"DistributedOptimizer wraps a lucid.optim.Optimizer, not {type(optimizer).__name__}")
+    try:
+        _comm.ReduceOp(op)
+    except ValueError:
+        raise ValueError(f"unknown reduction op {op!r}: use distributed.Average or distributed.Sum") from None
+    if not isinstance(compression, Compressor):
+        raise ValueError(f"unknown compression {compression!r}: use Compression.none or Compression.fp16")
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"backward_passes_per_step must be an integer >= 1, got {passes!r}")
+    if not bucket_cap_mb > 0:
+        raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
+
+
+def _parameter_names(optimizer, named_parameters) -> dict:
+    """Parameter -> name, checked: unique names, every optimized parameter named."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if named_parameters is None:
+        return {p: f"{g}.{i}" for g, group in enumerate(optimizer.param_groups)
+                for i, p in enumerate(group["params"])}
+    pairs = list(named_parameters)
+    if any(not (isinstance(pair, tuple) and len(pair) == 2) for pair in pairs):
+        raise ValueError("named_parameters should be a sequence of (name, parameter) tuples, usually "
+                         "produced by model.named_parameters()")
+    names = [name for name, _ in pairs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"Parameter names in named_parameters must be unique. Found duplicates: "
+                         f"{', '.join(duplicates)}")
+    by_param = {p: name for name, p in pairs}
+    missing = [i for i, p in enumerate(params) if p not in by_param]
+    if missing:
+        raise ValueError(f"named_parameters was specified, but one or more model parameters were not named "
+                         f"(optimizer parameters at positions {missing}): pass model.named_parameters() of "
+                         "the model the optimizer trains")
+    return {p: by_param[p] for p in params}
+
+
+def check_same_layout(comm, layout: list) -> None:
+    """Raise the same LayoutMismatchError on every rank unless all ranks passed an equal `layout`.
+
+    One small collective (a digest per rank) when they agree; a second one to explain when they don't.
+    """
+    digest = hashlib.sha256(repr(layout).encode()).hexdigest()
+    digests = comm.allgather_object(digest)
+    if len(set(digests)) == 1:
+        return
+    layouts = comm.allgather_object(layout)
+    raise LayoutMismatchError(describe_difference(layouts))
+
+
+def describe_difference(layouts: list) -> str:
+    """Name the first entry where ranks' layouts differ, and which ranks hold which value."""
+    longest = max(len(layout) for layout in layouts)
+    for position in range(longest):
+        values = {}
+        for rank, layout in enumerate(layouts):
+            entry = layout[position] if position < len(layout) else ("<none>",)
+            values.setdefault(repr(entry), []).append(rank)
+        if len(values) > 1:
+            held = "; ".join(f"{entry} on ranks {ranks}" for entry, ranks in values.items())
+            if position == 0:
+                return f"ranks disagree on the DistributedOptimizer options: {held}"
+            counts = sorted({len(layout) - 1 for layout in layouts})
+            count_note = f" (ranks have {counts} parameters)" if len(counts) > 1 else ""
+            return (f"ranks disagree on parameter {position - 1} (name, shape, dtype) in bucket order"
+                    f"{count_note}: {held}")
+    return "ranks disagree on the parameter layout"
