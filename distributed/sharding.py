@@ -124,7 +124,7 @@ class ShardedState:
 
     def global_norm(self, norm_type: float) -> float:
         """The norm of the reduced gradients from this rank's slices, combined across ranks in float64."""
-        from .optimizer import _combine_norms, _partial_norm
+        from .optimizer import _partial_norm
         partials = []
         for flat in self.dist._flats:
             low, high = flat.storage.span

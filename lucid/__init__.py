@@ -16,7 +16,7 @@ from .ops import (abs, argmax, argmin, clip, concatenate, cos, exp, flatten, log
 from .random import manual_seed
 from .tensor import Tensor
 from .serialization import load, save
-from . import data, datasets
+from . import data, datasets, nn, optim
 
 cat = concatenate
 clamp = clip
