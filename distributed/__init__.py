@@ -5,6 +5,7 @@ started the process.
 """
 
 
+from . import checkpoint
 from .comm import (Average, Communicator, MPIComm, ReduceOp, SelfComm, Sum, init, is_initialized,
                    launched_by_mpi)
 from .compression import Compression
@@ -42,4 +43,4 @@ def barrier() -> None:
 __all__ = ["init", "is_initialized", "rank", "size", "local_rank", "local_size", "barrier", "launched_by_mpi",
            "Communicator", "SelfComm", "MPIComm", "ReduceOp", "Average", "Sum", "Compression",
            "DistributedOptimizer", "LayoutMismatchError", "DistributedSampler", "broadcast_parameters",
-           "broadcast_optimizer_state", "broadcast_object", "allgather_object", "allreduce"]
+           "broadcast_optimizer_state", "broadcast_object", "allgather_object", "allreduce", "checkpoint"]

@@ -59,6 +59,7 @@ class DistributedOptimizer:
         self.bucket_cap_mb = float(bucket_cap_mb)
         self.shard_state = bool(shard_state)
         self._names = _parameter_names(optimizer, named_parameters)
+        self._user_named = named_parameters is not None
         self._own_flats = {}
         self._requests = {}
         self._synchronized = None  # None, "user" or "internal": who reduced this step's gradients

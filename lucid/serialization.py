@@ -115,6 +115,24 @@ class _Encoder:
         return name
 
 
+def to_structure(obj) -> tuple:
+    """(JSON-able structure, {name: host array}) for `obj`: what `save` puts in a file, for other formats.
+
+    The distributed checkpoint uses it for optimizer hyperparameters, non-elementwise optimizer state
+    and user extras, so one encoding serves both formats.
+    """
+    encoder = _Encoder()
+    return encoder.encode(obj, ()), encoder.tensors
+
+
+def from_structure(structure, arrays: dict, source: str):
+    """Rebuild the object `to_structure` encoded; `source` names the file in error messages."""
+    try:
+        return _Decoder(arrays, source, None).decode(structure)
+    except RecursionError:
+        raise ValueError(f"{source}: not a valid structure: nested too deeply") from None
+
+
 def _create_temp(path: str) -> str:
     """Create an empty, new temporary file beside `path` and return its name.
 

@@ -1,0 +1,56 @@
+"""python -m distributed.checkpoint inspect PATH | consolidate PATH OUT"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import CheckpointError, consolidate, inspect
+
+
+def _print_inspection(info: dict) -> None:
+    print(f"checkpoint   {info['path']}")
+    print(f"saved at     world size {info['world_size']}, {info['created']}")
+    if info["optimizer"]:
+        print(f"optimizer    {info['optimizer']}")
+        for i, group in enumerate(info["param_groups"]):
+            settings = ", ".join(f"{k}={v}" for k, v in group.items())
+            print(f"  group {i}    {settings}")
+    if info["model"]:
+        print(f"model        {len(info['model'])} entries")
+        for name, shape, dtype in info["model"]:
+            print(f"  {name:<40} {str(shape):<18} {dtype}")
+    print(f"files        {len(info['files'])}, {info['total_bytes']:,} bytes")
+    for name, size in info["files"]:
+        print(f"  {name}  {size:,} bytes")
+    checks = info["checksums"]
+    print("checksums    " + ("ok" if checks == "ok" else "FAILED\n  " + "\n  ".join(checks)))
+    if info["extra"]:
+        print(f"extra        {info['extra']}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distributed.checkpoint",
+                                     description="Inspect or consolidate a lucid distributed checkpoint.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("inspect", help="world size, optimizer, parameters, bytes, checksum status")
+    show.add_argument("path")
+    merge = commands.add_parser("consolidate", help="write one file that lucid.load reads in one process")
+    merge.add_argument("path")
+    merge.add_argument("out")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "inspect":
+            info = inspect(args.path)
+            _print_inspection(info)
+            return 0 if info["checksums"] == "ok" else 1
+        consolidate(args.path, args.out)
+        print(f"wrote {args.out}")
+        return 0
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
