@@ -19,7 +19,7 @@ def _float_dtype(dtype):
 
 
 def _make(array, requires_grad, device):
-    return Tensor(array, requires_grad=requires_grad, device=device or "cpu")
+    return Tensor(array, requires_grad=requires_grad, device="cpu" if device is None else device)
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:

@@ -14,18 +14,18 @@ def numerical_grad(fn, inputs, index: int, eps: float = 1e-6) -> np.ndarray:
     base = target.data.copy()
     probe = None
     grad = np.zeros(base.shape, dtype=np.float64)
-    flat = target.data.reshape(-1)
-    for i in range(flat.size):
+    # index the array itself: reshape(-1) of a non-contiguous input is a copy and would perturb nothing
+    for i in np.ndindex(base.shape):
         values = []
         for step in (eps, -eps):
-            flat[i] = base.reshape(-1)[i] + step
+            target.data[i] = base[i] + step
             out = fn(*inputs)
             out_data = _backend.to_host(out.data).astype(np.float64)
             if probe is None:
                 probe = np.random.default_rng(0).standard_normal(out_data.shape)
             values.append(float((out_data * probe).sum()))
-        flat[i] = base.reshape(-1)[i]
-        grad.reshape(-1)[i] = (values[0] - values[1]) / (2 * eps)
+        target.data[i] = base[i]
+        grad[i] = (values[0] - values[1]) / (2 * eps)
     return grad
 
 

@@ -21,6 +21,8 @@ def _as_array(data, dtype, device):
         data = data.data
     if dtype is not None:
         dtype = dtypes.to_dtype(dtype)
+    if isinstance(data, np.generic) and data.dtype.kind in "biuf":
+        data = np.asarray(data)  # a NumPy scalar keeps its dtype, as an array does (and as in torch)
     if isinstance(data, np.ndarray) or _backend.is_gpu_array(data):
         arr = data if dtype is None else data.astype(dtype, copy=False)
     else:
@@ -207,7 +209,7 @@ class Tensor:
     def item(self):
         """The single value as a Python number."""
         if self.data.size != 1:
-            raise ValueError(f"a Tensor with {self.data.size} elements cannot be converted to Scalar")
+            raise RuntimeError(f"a Tensor with {self.data.size} elements cannot be converted to Scalar")
         return self.data.reshape(()).item()
 
     def tolist(self):

@@ -76,7 +76,7 @@ def _extra(manifest: dict, path: str):
 def consolidate(path, out) -> None:
     """Write a one-file checkpoint ({"model", "optimizer", "extra"}) that `lucid.load` reads."""
     import lucid
-    from ._load import read_model, read_plain
+    from ._load import read_model
     path = os.fspath(path)
     manifest = read_manifest(path)
     files = sorted(manifest["files"], key=lambda f: f["rank"])

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import _backend, autograd
 from ..autograd import Node
 from ..tensor import Tensor
 
 
 def data_of(x):
-    """The array inside a Tensor; anything else (a number, an array) unchanged."""
-    return x.data if isinstance(x, Tensor) else x
+    """The array inside a Tensor; a NumPy scalar as a Python number; anything else (a number, an array) unchanged.
+
+    NumPy scalars become Python numbers so that, as in PyTorch, they do not promote a float32 tensor:
+    `x / np.sqrt(d)` stays float32 (NumPy 2 would make it float64).
+    """
+    if isinstance(x, Tensor):
+        return x.data
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
 
 
 def needs_grad(*inputs) -> bool:
