@@ -143,6 +143,20 @@ def print_table(report):
               f"largest grad difference {report['max_grad_difference']:.2e})")
 
 
+def markdown(report) -> str:
+    """The results as Markdown, for docs/benchmarks.md."""
+    c = report["config"]
+    lines = [f"MLP {'-'.join(map(str, c['sizes']))}, batch {c['batch']}, float32, {c['threads']} threads, "
+             f"median of {c['reps']} interleaved steps (zero_grad + forward + backward).", "",
+             "| library | forward ms | backward ms | total ms |", "|---|---|---|---|"]
+    for name, r in report["results"].items():
+        lines.append(f"| {name} | {r['forward_ms']:.3f} | {r['backward_ms']:.3f} | {r['total_ms']:.3f} |")
+    if "ratio_total" in report:
+        lines += ["", f"lucid / PyTorch: **{report['ratio_total']:.2f}x** (target <= 2x); largest gradient "
+                      f"difference {report['max_grad_difference']:.1e}."]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     args = parse_args(argv)
     # BLAS reads its thread count when numpy loads, so set it before any import of numpy

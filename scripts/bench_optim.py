@@ -176,6 +176,17 @@ def table_rows(report):
              r.get("first_step_cold_s"), r.get("first_step_warm_s")] for r in report["results"]]
 
 
+def markdown(report) -> str:
+    """The results as Markdown, for docs/benchmarks.md."""
+    c = report["config"]
+    head = (f"{c['tensors']} tensors x {c['numel']:,} float32 ({c['tensors'] * c['numel'] / 1e6:.0f} M "
+            f"parameters), {c['threads']} threads on both sides, median of {c['reps']} interleaved steps. "
+            "`ratio` = lucid / PyTorch's fastest CPU step for that optimizer (`torch path`); "
+            "`step alloc MB` = memory a step allocates beyond parameters, gradients and state "
+            "(tracemalloc); first-step times are a fresh process with an empty / a warm kernel cache.")
+    return head + "\n\n" + benchlib.markdown_table(HEADERS, table_rows(report))
+
+
 def plot(report, path):
     plt = benchlib.pyplot()
     if plt is None or report["results"][0]["torch_ms"] is None:
