@@ -33,6 +33,12 @@ class _GradMode:
 
     _mode = True
 
+    def __new__(cls, orig_func=None):
+        # `@no_grad` without parentheses decorates too, as in torch
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
     def __enter__(self):
         self._previous = is_grad_enabled()
         set_grad_enabled(self._mode)

@@ -147,7 +147,7 @@ def clip(a, min=None, max=None) -> Tensor:
         raise ValueError("clip: at least one of 'min' or 'max' must not be None")
     x = a.data
     xp = xp_of(a)
-    out = xp.clip(x, min, max)
+    out = xp.clip(x, data_of(min), data_of(max))
     inside = xp.ones(x.shape, dtype=bool)
     if min is not None:
         inside &= x >= data_of(min)

@@ -1,6 +1,7 @@
 """lucid.optim: the Optimizer base class, PyTorch's optimizers and lr schedulers, and the fused step."""
 
 from . import lr_scheduler
+from ._kernels import set_kernel_threads
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
@@ -15,5 +16,5 @@ from .rprop import Rprop
 from .sgd import SGD
 from .sparse_adam import SparseAdam
 
-__all__ = ["Optimizer", "required", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop",
-           "Adagrad", "Adadelta", "ASGD", "Rprop", "SparseAdam", "LBFGS"]
+__all__ = ["Optimizer", "required", "set_kernel_threads", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam",
+           "RMSprop", "Adagrad", "Adadelta", "ASGD", "Rprop", "SparseAdam", "LBFGS"]

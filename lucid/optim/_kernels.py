@@ -25,6 +25,7 @@ from .. import _backend
 from . import _translate
 
 _CHUNK = 1 << 16  # elements per NumPy pass: three or four such arrays stay in L2
+_PARALLEL_MIN = 1 << 19  # below this many elements one thread is faster than waking the others
 
 
 class CpuBackend(enum.Enum):
@@ -89,6 +90,7 @@ class ElementwiseRule:
             if kernel is None:
                 kernel = self._numba_kernels[key] = _numba_kernel(self, param.dtype, tuple(state))
             placeholder = param  # read in place of unused state, never written
+            _use_threads(1 if n < _PARALLEL_MIN else _kernel_threads)
             kernel(param, grad, *(state.get(name, placeholder) for name in self.state), *coefficients,
                    *(bool(flags[f]) for f in self.flags))
         else:
@@ -123,6 +125,28 @@ class ElementwiseRule:
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _cpu_backend = CpuBackend.NUMBA
 _numba_ok = None
+
+
+_kernel_threads = None  # None: numba's default (NUMBA_NUM_THREADS, else every core)
+
+
+def set_kernel_threads(threads) -> None:
+    """How many threads a compiled CPU step may use (None: numba's default).
+
+    Ranks sharing a machine should split its cores: `distributed.init()` sets cores / ranks per node,
+    because threads that wait for an oversubscribed core make a step many times slower.
+    """
+    global _kernel_threads
+    if threads is not None and int(threads) < 1:
+        raise ValueError(f"kernel threads must be at least 1, got {threads}")
+    _kernel_threads = None if threads is None else int(threads)
+
+
+def _use_threads(threads) -> None:
+    import numba
+    wanted = numba.config.NUMBA_NUM_THREADS if threads is None else min(threads, numba.config.NUMBA_NUM_THREADS)
+    if numba.get_num_threads() != wanted:
+        numba.set_num_threads(wanted)
 
 
 def use_cpu_backend(backend: CpuBackend) -> CpuBackend:
