@@ -337,6 +337,7 @@ def init(comm=None) -> Communicator:
     elif launched_by_mpi():
         try:
             _world = MPIComm()
+            _share_cores(_world.local_size)
         except ImportError as exc:
             if _launcher_size() > 1:
                 raise RuntimeError(f"started by an MPI launcher with {_launcher_size()} ranks, but mpi4py "
@@ -345,6 +346,13 @@ def init(comm=None) -> Communicator:
     else:
         _world = SelfComm()
     return _world
+
+
+def _share_cores(local_size: int) -> None:
+    """Give each rank on a machine its share of the cores for the optimizer's compiled step."""
+    if local_size > 1 and "NUMBA_NUM_THREADS" not in os.environ:
+        from lucid.optim import set_kernel_threads
+        set_kernel_threads(max(1, (os.cpu_count() or 1) // local_size))
 
 
 def is_initialized() -> bool:
