@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from lucid import autograd
+from lucid import _backend, autograd
 from lucid.optim import Optimizer
 from lucid.optim._flat import FlatBuffer
 
@@ -143,8 +143,9 @@ class DistributedOptimizer:
     def _layout(self) -> list:
         """What must match across ranks: the options, then each parameter in bucket order."""
         names = {id(p): n for p, n in self._names.items()}
-        options = ("options", self.op.name, self.compression.name, self.backward_passes_per_step,
-                   self.bucket_cap_mb, self.shard_state)
+        options = ("options", f"op={self.op.name}", f"compression={self.compression.name}",
+                   f"backward_passes_per_step={self.backward_passes_per_step}",
+                   f"bucket_cap_mb={self.bucket_cap_mb}", f"shard_state={self.shard_state}")
         return [options] + [(names[id(p)], tuple(p.shape), p.dtype.name) for p in self._bucket_params]
 
     # ------------------------------------------------------------------ communication
@@ -195,6 +196,8 @@ class DistributedOptimizer:
                     p._grad = None  # no rank computed it: leave it out of the step, as one process would
             if anywhere[-1]:
                 self._build()  # some rank rebound a parameter's .data: everyone re-plans, together
+        elif not all(f.is_intact() for f in self._flats):
+            self._build()  # one process: re-plan too, or clip_grad_norm_ would read the old buffers
         self._readiness.reset()
         self._synchronized = who
 
@@ -220,6 +223,9 @@ class DistributedOptimizer:
 
     def step(self, closure=None):
         """Reduce the gradients (unless already done), then run the wrapped optimizer's step."""
+        if closure is not None and self.optimizer.requires_closure:
+            # LBFGS evaluates the closure itself, several times a step: each evaluation must be reduced
+            return self.optimizer.step(self._reducing(closure))
         loss = None
         if closure is not None:
             with autograd.enable_grad():
@@ -235,6 +241,21 @@ class DistributedOptimizer:
             self.optimizer.step()
         self._synchronized = None
         return loss
+
+    def _reducing(self, closure):
+        """`closure`, followed by the reduction of its gradients and of its loss (so that every rank's
+        line search sees the same numbers and takes the same branches)."""
+        def evaluate():
+            loss = closure()
+            self._reduce("internal")
+            self._synchronized = None  # the next evaluation's gradients are new
+            if self.comm.size > 1 and loss is not None:
+                from lucid.tensor import Tensor
+                value = np.array([float(loss)], dtype=np.float64)
+                self.comm.allreduce(value, self.op)
+                loss = Tensor(value[0])
+            return loss
+        return evaluate
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset gradients; refused while reductions are in flight (they read the gradient buffers)."""
@@ -295,14 +316,16 @@ class DistributedOptimizer:
 
 
 def _partial_norm(grad, norm_type: float) -> float:
-    values = grad.astype(np.float64, copy=False) if grad.dtype != np.float64 else grad
-    xp = type(values).__module__.startswith("cupy") and __import__("cupy") or np
+    """max |g| (inf norm) or sum |g|^p of one gradient array, in float64."""
+    xp = _backend.array_module(grad)
+    values = grad.astype(np.float64, copy=False)
     if norm_type == float("inf"):
         return float(xp.abs(values).max()) if values.size else 0.0
     return float((xp.abs(values) ** norm_type).sum())
 
 
 def _combine_norms(partials: list, norm_type: float) -> float:
+    """The norm from per-buffer partials: their max (inf norm) or (sum of partials)^(1/p)."""
     if norm_type == float("inf"):
         return max(partials, default=0.0)
     return sum(partials) ** (1.0 / norm_type)

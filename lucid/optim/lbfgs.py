@@ -287,6 +287,8 @@ class LBFGS(Optimizer):
         [1.0, 1.0]
     """
 
+    requires_closure = True
+
     rule = None
 
     def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,

@@ -78,6 +78,7 @@ class Optimizer:
     rule = None  # an ElementwiseRule for elementwise optimizers; None for plain ones
     scalar_state = ("step",)  # names of the per-parameter scalar state an elementwise optimizer keeps
     eager_state = False  # create state at construction (PyTorch's Adagrad does) instead of at first step
+    requires_closure = False  # step() re-evaluates the model itself (LBFGS): wrappers must pass a closure
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -1,0 +1,157 @@
+"""SelfComm, init() without a launcher, the lazy mpi4py import and the CUDA-aware override."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import distributed
+from distributed import comm as comm_module
+from distributed.comm import SelfComm, detect_cuda_aware
+
+_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
+
+
+def clean_env(**extra):
+    """This process's environment without any MPI launcher's variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    """A fresh process-wide communicator slot and no launcher variables (restored afterwards)."""
+    for var in list(os.environ):
+        if var.startswith(_LAUNCHER_PREFIXES):
+            monkeypatch.delenv(var)
+    monkeypatch.setattr(comm_module, "_world", None)
+
+
+def test_self_comm_collectives_are_the_identity():
+    comm = SelfComm()
+    assert (comm.rank, comm.size, comm.local_rank, comm.local_size) == (0, 1, 0, 1)
+    assert repr(comm) == "SelfComm(rank=0, size=1)"
+    buf = np.arange(6, dtype=np.float32)
+    for op in (distributed.Sum, distributed.Average):
+        comm.allreduce(buf, op)
+        np.testing.assert_array_equal(buf, np.arange(6))
+        request = comm.iallreduce(buf, op)
+        assert request.test()
+        request.wait()
+    recv = np.zeros(6, dtype=np.float32)
+    comm.reduce_scatter(buf, recv)
+    np.testing.assert_array_equal(recv, buf)
+    comm.reduce_scatter(buf, recv, counts=[6])
+    comm.allgather(buf)
+    comm.broadcast(buf, root=0)
+    np.testing.assert_array_equal(buf, np.arange(6))
+    with pytest.raises(ValueError, match="root rank 1 is out of range"):
+        comm.broadcast(buf, root=1)
+    with pytest.raises(ValueError, match="out of range"):
+        comm.broadcast_object("x", root=-1)
+    obj = {"a": [1, 2]}
+    assert comm.broadcast_object(obj) is obj
+    assert comm.allgather_object(obj) == [obj]
+    values = np.array([1, 0, 3], dtype=np.uint8)
+    out = comm.allreduce_max(values)
+    np.testing.assert_array_equal(out, values)
+    assert out is not values
+    comm.barrier()
+
+
+def test_module_functions_use_the_self_world(no_launcher):
+    assert not distributed.is_initialized()
+    assert (distributed.rank(), distributed.size(), distributed.local_rank(), distributed.local_size()) == \
+        (0, 1, 0, 1)
+    distributed.barrier()
+    assert distributed.is_initialized()
+    assert distributed.broadcast_object([1, 2]) == [1, 2]
+    assert distributed.allgather_object("me") == ["me"]
+    a = np.array([1.0, 2.0])
+    assert distributed.allreduce(a) is a
+    np.testing.assert_array_equal(a, [1.0, 2.0])
+    with pytest.raises(TypeError, match="allreduce takes an array"):
+        distributed.allreduce([1.0, 2.0])
+
+
+def test_init_without_a_launcher_is_a_self_comm_and_idempotent(no_launcher):
+    assert not distributed.launched_by_mpi()
+    world = distributed.init()
+    assert isinstance(world, SelfComm)
+    assert distributed.init() is world
+    mine = SelfComm()
+    assert distributed.init(mine) is mine
+    assert distributed.init() is mine
+
+
+def test_init_under_a_launcher_without_mpi4py(no_launcher, monkeypatch):
+    def no_mpi4py(*args, **kwargs):
+        raise ImportError("No module named 'mpi4py'")
+    monkeypatch.setattr(comm_module, "MPIComm", no_mpi4py)
+    monkeypatch.setenv("PMI_SIZE", "3")
+    monkeypatch.setenv("PMI_RANK", "1")
+    assert distributed.launched_by_mpi()
+    with pytest.raises(RuntimeError, match="3 ranks, but mpi4py cannot be imported"):
+        distributed.init()
+    monkeypatch.setenv("PMI_SIZE", "1")  # a one-rank launch may fall back to a single process
+    assert isinstance(distributed.init(), SelfComm)
+
+
+def test_import_distributed_does_not_import_mpi4py():
+    code = ("import sys, distributed, lucid\n"
+            "assert 'mpi4py' not in sys.modules, 'import'\n"
+            "world = distributed.init()\n"
+            "assert type(world).__name__ == 'SelfComm', world\n"
+            "assert 'mpi4py' not in sys.modules, 'init'\n"
+            "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("0", False), (" TRUE ", True), ("off", False),
+                                             ("yes", True), ("no", False)])
+def test_cuda_aware_override(monkeypatch, value, expected):
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", value)
+    # the override is decided before MPI is asked anything
+    assert detect_cuda_aware(None, None) is expected
+
+
+@pytest.mark.parametrize("value", ["2", "maybe", ""])
+def test_cuda_aware_override_rejects_other_values(monkeypatch, value):
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", value)
+    with pytest.raises(ValueError, match="LUCID_MPI_CUDA_AWARE must be 1 or 0"):
+        detect_cuda_aware(None, None)
+
+
+class _Info:
+    def __init__(self, value):
+        self.value = value
+
+    def Get(self, key):
+        assert key == "mpi_memory_alloc_kinds"
+        return self.value
+
+
+class _FakeMPI:
+    def __init__(self, value):
+        self.INFO_ENV = _Info(value)
+
+
+class _FakeComm:
+    def Get_info(self):
+        raise NotImplementedError  # an MPI without communicator info
+
+
+def test_cuda_aware_detection_reads_memory_alloc_kinds(monkeypatch):
+    monkeypatch.delenv("LUCID_MPI_CUDA_AWARE", raising=False)
+    monkeypatch.setattr(comm_module, "_vendor_query", lambda: None)
+    assert detect_cuda_aware(_FakeMPI("mpi,system,cuda:device"), _FakeComm()) is True
+    assert detect_cuda_aware(_FakeMPI("mpi,system"), _FakeComm()) is False
+    assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is False
+    monkeypatch.setattr(comm_module, "_vendor_query", lambda: True)
+    assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is True
