@@ -95,24 +95,30 @@ class ShardedState:
     def launch(self, bucket) -> _comm.Request:
         """Reduce-scatter one bucket: this rank receives the reduced part of its slice."""
         flat, size, rank = bucket.flat, self.comm.size, self.comm.rank
+        wire_dtype = self.dist.compression.wire_dtype(flat.dtype)
+        if size == 1 and wire_dtype is None:
+            return _comm.Request()  # one rank: the whole bucket is its slice and already "reduced"
         pieces = [_overlap(bucket.start, bucket.stop, *shard_range(flat.size, r, size)) for r in range(size)]
         counts = [b - a for a, b in pieces]
         a, b = pieces[rank]
-        wire_dtype = self.dist.compression.wire_dtype(flat.dtype)
         average = self.dist.op is _comm.Average
         send = bucket.grad
         if wire_dtype is not None:
-            send = flat.xp.empty(bucket.grad.shape, dtype=wire_dtype)
+            if bucket.wire is None or bucket.wire.shape != send.shape:
+                bucket.wire = flat.xp.empty(send.shape, dtype=wire_dtype)
+            send = bucket.wire
             # average before the cast: a float16 sum of full gradients overflows sooner
             flat.xp.multiply(bucket.grad, 1.0 / size if average else 1.0, out=send, casting="same_kind")
-        received = flat.xp.empty(counts[rank], dtype=send.dtype)
+        if bucket.received is None or bucket.received.shape != (counts[rank],) or bucket.received.dtype != send.dtype:
+            bucket.received = flat.xp.empty(counts[rank], dtype=send.dtype)
+        received = bucket.received
         request = self.comm.ireduce_scatter(send, received, counts)
 
         def finish():
             request.wait()
             target = flat.grad[a:b]
             flat.xp.copyto(target, received, casting="same_kind")
-            if average and wire_dtype is None:
+            if average and wire_dtype is None and size > 1:
                 target /= size
         return _comm.Request(None, finish)
 

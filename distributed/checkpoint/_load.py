@@ -108,36 +108,48 @@ def read_plain(reader, section: dict, directory: str):
     return from_structure(section["plain_state"], arrays, os.path.join(directory, "manifest.json"))
 
 
+def _decode(structure, directory: str):
+    """A JSON structure from the manifest; a malformed (or crafted) one is a CheckpointError."""
+    try:
+        return from_structure(structure, {}, os.path.join(directory, "manifest.json"))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def load(directory: str, comm, model, target):
     """Validate, read and verify collectively, then apply; return the saved `extra`."""
-    manifest = read_manifest(directory)
-    validate(directory, manifest, model, target)
-    files = sorted(manifest["files"], key=lambda f: f["rank"])
-    reader = ShardReader(directory, files)
-    errors = reader.verify(range(comm.rank, len(files), comm.size))  # each file checked by one rank
-    payload = {}
-    try:
+    errors, payload = [], {}
+    try:  # any failure on any rank is agreed on below: a rank that raised alone would leave the others waiting
+        manifest = read_manifest(directory)
+        validate(directory, manifest, model, target)
+        files = sorted(manifest["files"], key=lambda f: f["rank"])
+        reader = ShardReader(directory, files)
+        errors = reader.verify(range(comm.rank, len(files), comm.size))  # each file checked by one rank
+        # everything is decoded and read before anything changes, so a bad entry loads nothing
+        payload["extra"] = _decode(manifest.get("extra", {"dict": []}), directory)
         if model is not None:
             payload["model"] = read_model(reader, manifest)
         if target.optimizer is not None:
             section = manifest["optimizer"]
-            reader_fn = read_plain if section["kind"] == "plain" else None
-            payload["optimizer"] = (reader_fn(reader, section, directory) if reader_fn
+            payload["groups"] = _decode(section["param_groups"], directory)
+            payload["optimizer"] = (read_plain(reader, section, directory) if section["kind"] == "plain"
                                     else read_elementwise(reader, section, target))
     except CheckpointError as exc:
         errors.append(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a damaged or crafted checkpoint
+        errors.append(f"{os.path.join(directory, 'manifest.json')}: cannot read the checkpoint "
+                      f"({type(exc).__name__}: {exc})")
     everyone = [e for rank_errors in comm.allgather_object(errors) for e in rank_errors]
     if everyone:
         raise CheckpointError("cannot load the checkpoint, nothing was loaded: " + "; ".join(sorted(set(everyone))))
+    if target.optimizer is not None:  # first: its load_state_dict validates before it changes anything
+        _apply_optimizer(manifest["optimizer"], payload["groups"], payload["optimizer"], target)
     if model is not None:
         model.load_state_dict(payload["model"])
-    if target.optimizer is not None:
-        _apply_optimizer(manifest["optimizer"], payload["optimizer"], target, directory)
-    return from_structure(manifest.get("extra", {"dict": []}), {}, os.path.join(directory, "manifest.json"))
+    return payload["extra"]
 
 
-def _apply_optimizer(section: dict, values, target, directory: str) -> None:
-    groups = from_structure(section["param_groups"], {}, os.path.join(directory, "manifest.json"))
+def _apply_optimizer(section: dict, groups: list, values, target) -> None:
     ids = list(range(len(target.params)))
     packed, start = [], 0
     for group, saved in zip(target.optimizer.param_groups, groups):

@@ -84,9 +84,15 @@ def optimizer_part(target, rank: int, world_size: int):
 def save(directory: str, comm, model, target, extra) -> dict:
     """Write this rank's shard; gather the checksums; rank 0 writes the manifest; all wait for it."""
     rank, world_size = comm.rank, comm.size
+    problem = None
     if rank == 0:
-        os.makedirs(directory, exist_ok=True)
-    save_id = comm.broadcast_object(secrets.token_hex(6) if rank == 0 else None)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:  # the others must hear of it, or they wait in the broadcast forever
+            problem = f"rank 0: {type(exc).__name__}: {exc}"
+    save_id, problem = comm.broadcast_object((secrets.token_hex(6), problem) if rank == 0 else None)
+    if problem:
+        raise RuntimeError(f"checkpoint save failed; the previous checkpoint (if any) is untouched: {problem}")
     comm.barrier()  # the directory exists before anyone writes into it
     tensors, manifest = {}, {"format": FORMAT, "version": VERSION, "world_size": world_size, "save_id": save_id,
                              "created": datetime.datetime.now(datetime.timezone.utc).isoformat()}
@@ -112,8 +118,14 @@ def save(directory: str, comm, model, target, extra) -> dict:
         raise RuntimeError("checkpoint save failed; the previous checkpoint (if any) is untouched: "
                            + "; ".join(errors))
     manifest["files"] = [i for i, _ in infos]
+    problem = None
     if rank == 0:
-        write_manifest(directory, manifest)
-        remove_stale(directory, manifest)
-    comm.barrier()
+        try:
+            write_manifest(directory, manifest)
+            remove_stale(directory, manifest)
+        except Exception as exc:  # noqa: BLE001 - as above: every rank raises, none waits forever
+            problem = f"rank 0: {type(exc).__name__}: {exc}"
+    problem = comm.broadcast_object(problem)  # also: nobody returns before the manifest is in place
+    if problem:
+        raise RuntimeError(f"checkpoint save failed writing the manifest: {problem}")
     return manifest
