@@ -154,8 +154,8 @@ class DistributedOptimizer:
         """Post-accumulate-grad hook: launch every bucket this gradient completes (in bucket order)."""
         for index in self._readiness.mark(param):
             self._launch(self._buckets[index])
-        for request in self._requests.values():
-            request.test()  # lets MPI progress the earlier buckets while backward goes on
+        if self._requests:
+            self.comm.progress()  # lets MPI advance the launched buckets while backward goes on
 
     def _launch(self, bucket) -> None:
         """Start the reduction of one bucket."""

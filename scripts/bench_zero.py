@@ -231,6 +231,16 @@ def summary_rows(report: dict) -> list:
     return rows
 
 
+def markdown(report: dict) -> str:
+    """The summary as Markdown, for docs/benchmarks.md."""
+    c = report["config"]
+    head = (f"{c['optimizer']} on {c['tensors']} tensors x {c['numel']:,} float32 per rank; step times are medians "
+            f"of {c['reps']} interleaved steps (slowest rank); checkpoint figures are MB/s over all ranks, "
+            f"median of {c['io_reps']}, next to numpy.save of the same bytes (checkpoint.save includes SHA-256 "
+            "and an fsync of every file).")
+    return head + "\n\n" + benchlib.markdown_table(SUMMARY, summary_rows(report))
+
+
 def merge(path: str, run: dict, config: dict) -> dict:
     """Add this world size's run to the JSON file (kept when it was measured with the same config)."""
     report = None

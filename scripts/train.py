@@ -15,7 +15,6 @@ world size.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import warnings
@@ -44,11 +43,14 @@ from lucid.data import DataLoader  # noqa: E402
 from lucid.datasets import Digits  # noqa: E402
 from lucid.optim import lr_scheduler  # noqa: E402
 
-OPTIMIZERS = [name for name in optim.__all__ if name not in ("Optimizer", "required")]
-# Learning rates that train the defaults well here; an optimizer not listed uses its own default lr.
-DEFAULT_LR = {"Adam": 3e-3, "AdamW": 3e-3, "Adamax": 3e-3, "NAdam": 3e-3, "RAdam": 3e-3, "SparseAdam": 3e-3,
-              "RMSprop": 1e-3, "SGD": 0.05, "ASGD": 0.05, "Adagrad": 0.05, "LBFGS": 0.5}
-EXTRA_KWARGS = {"SGD": {"momentum": 0.9}, "LBFGS": {"max_iter": 4, "history_size": 10}}
+OPTIMIZERS = [name for name in optim.__all__ if name != "Optimizer" and isinstance(getattr(optim, name), type)
+              and issubclass(getattr(optim, name), optim.Optimizer)]
+# Peak learning rates (the default schedule is one-cycle) that train the defaults well; an optimizer not
+# listed uses its own default lr.
+DEFAULT_LR = {"Adam": 1e-2, "AdamW": 1e-2, "Adamax": 1e-2, "NAdam": 1e-2, "RAdam": 1e-2, "SparseAdam": 1e-2,
+              "RMSprop": 1e-3, "SGD": 0.05, "ASGD": 0.4, "Adagrad": 0.05, "LBFGS": 1.0}
+EXTRA_KWARGS = {"SGD": {"momentum": 0.9},
+                "LBFGS": {"max_iter": 4, "history_size": 10, "line_search_fn": "strong_wolfe"}}
 SCHEDULERS = ("none", "cosine", "step", "onecycle")
 
 
@@ -57,15 +59,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
-                        help="mlp: 64-128-128-10 with ReLU; cnn: two 3x3 conv + max-pool blocks on the 8x8 image")
-    parser.add_argument("--epochs", type=int, default=15, help="passes over the training split")
+                        help="mlp: 64-H-H-10 with ReLU; cnn: two 3x3 conv + max-pool blocks on the 8x8 image")
+    parser.add_argument("--hidden", type=int, default=256, help="H, the width of the MLP's hidden layers")
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the training split")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="global batch size, split evenly across the ranks")
     parser.add_argument("--lr", type=float, default=None,
                         help=f"learning rate (default: per optimizer, {DEFAULT_LR}, else its own default)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="Adam",
                         help=f"a lucid.optim optimizer (extra arguments: {EXTRA_KWARGS})")
-    parser.add_argument("--scheduler", choices=SCHEDULERS, default="cosine",
+    parser.add_argument("--scheduler", choices=SCHEDULERS, default="onecycle",
                         help="learning-rate schedule, stepped once per batch")
     parser.add_argument("--shard-state", action="store_true",
                         help="shard optimizer state across ranks (ZeRO); needs an elementwise optimizer")
@@ -76,18 +79,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint DIR (saved at any world size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the split")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="N",
+                        help="stop after epoch N, as if preempted (the schedule still spans --epochs; "
+                             "continue with --resume)")
     args = parser.parse_args(argv)
     if args.resume and not args.checkpoint:
         parser.error("--resume needs --checkpoint DIR")
-    if args.epochs < 1 or args.batch_size < 1:
-        parser.error("--epochs and --batch-size must be positive")
+    if args.epochs < 1 or args.batch_size < 1 or args.hidden < 1:
+        parser.error("--epochs, --batch-size and --hidden must be positive")
     return args
 
 
-def build_model(kind: str) -> nn.Module:
+def build_model(kind: str, hidden: int = 256) -> nn.Module:
     """The classifier: 64 features in, 10 logits out."""
     if kind == "mlp":
-        return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+        return nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                             nn.Linear(hidden, 10))
     return nn.Sequential(
         nn.Unflatten(1, (1, 8, 8)),
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 4 x 4
@@ -119,8 +126,9 @@ def build_scheduler(optimizer, name: str, epochs: int, steps_per_epoch: int, pea
     if name == "step":
         return lr_scheduler.StepLR(optimizer, step_size=max(1, total // 3), gamma=0.1)
     if name == "onecycle":
-        return lr_scheduler.OneCycleLR(optimizer, max_lr=list(peak_lrs),
-                                       total_steps=total)
+        # cycle momentum (or beta1) only where the optimizer uses it, as torch requires
+        cycle = all("betas" in g or g.get("momentum", 0) > 0 for g in optimizer.param_groups)
+        return lr_scheduler.OneCycleLR(optimizer, max_lr=list(peak_lrs), total_steps=total, cycle_momentum=cycle)
     return None
 
 
@@ -158,7 +166,7 @@ def train_step(model, optimizer, loss_fn, x, y, is_lbfgs: bool):
 
 
 def lbfgs_step(model, optimizer, loss_fn, x, y):
-    """L-BFGS re-evaluates the loss: each evaluation averages gradients and loss, so ranks decide alike."""
+    """L-BFGS evaluates the closure itself; the wrapper reduces every evaluation's gradients and loss."""
     last = {}
 
     def closure():
@@ -166,20 +174,16 @@ def lbfgs_step(model, optimizer, loss_fn, x, y):
         last["logits"] = model(x)
         loss = loss_fn(last["logits"], y)
         loss.backward()
-        optimizer.synchronize()
-        value = np.array([loss.item()])
-        distributed.allreduce(value, distributed.Average)
-        return float(value[0])
+        return loss
 
-    with optimizer.skip_synchronize():
-        loss = optimizer.optimizer.step(closure)
-    return loss, last["logits"]
+    loss = optimizer.step(closure)
+    return float(loss.item() if hasattr(loss, "item") else loss), last["logits"]
 
 
 def train_epoch(model, optimizer, scheduler, loader, bar) -> tuple[float, float]:
     """One pass over this rank's share; returns the mean loss and accuracy over all ranks."""
     model.train()
-    loss_fn, is_lbfgs = nn.CrossEntropyLoss(), isinstance(optimizer.optimizer, optim.LBFGS)
+    loss_fn, is_lbfgs = nn.CrossEntropyLoss(), getattr(optimizer.optimizer, "requires_closure", False)
     totals = np.zeros(3)  # loss * n, correct, n
     for x, y in loader:
         loss, logits = train_step(model, optimizer, loss_fn, x, y, is_lbfgs)
@@ -190,7 +194,7 @@ def train_epoch(model, optimizer, scheduler, loader, bar) -> tuple[float, float]
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
     distributed.allreduce(totals, distributed.Sum)
-    return totals[0] / totals[2], totals[1] / totals[2]
+    return float(totals[0] / totals[2]), float(totals[1] / totals[2])
 
 
 @lucid.no_grad()
@@ -204,7 +208,7 @@ def evaluate(model, dataset) -> float:
 
 def resume(path: str, model, optimizer) -> int:
     """Load the checkpoint at `path`; returns the first epoch still to train."""
-    import distributed.checkpoint as checkpoint
+    from distributed import checkpoint
     extra = checkpoint.load(path, model=model, optimizer=optimizer)
     if distributed.rank() == 0:
         print(f"resumed from {path}: epoch {extra['epoch'] + 1} done (saved on {extra.get('world_size')} ranks)")
@@ -213,7 +217,7 @@ def resume(path: str, model, optimizer) -> int:
 
 def save(path: str, model, optimizer, epoch: int, args, metrics: dict) -> None:
     """Write this epoch's checkpoint (every rank writes its shard)."""
-    import distributed.checkpoint as checkpoint
+    from distributed import checkpoint
     extra = {"epoch": epoch, "world_size": distributed.size(), "model": args.model,
              "optimizer": args.optimizer, "seed": args.seed, **metrics}
     checkpoint.save(path, model=model, optimizer=optimizer, extra=extra)
@@ -222,7 +226,7 @@ def save(path: str, model, optimizer, epoch: int, args, metrics: dict) -> None:
 def progress_bar(total: int, initial: int):
     """A tqdm bar over all training batches, on rank 0 only (a silent stand-in elsewhere)."""
     from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc="train", unit="batch", leave=False, dynamic_ncols=True,
+    return tqdm(total=total, initial=initial, desc="train", unit="batch", leave=True, dynamic_ncols=True,
                 disable=distributed.rank() != 0, file=sys.stderr)
 
 
@@ -230,7 +234,7 @@ def fit(args) -> float:
     """Set up, train for the remaining epochs, and return the final test accuracy."""
     world = distributed.init()
     lucid.manual_seed(args.seed)  # the same seed everywhere; rank 0's weights are broadcast anyway
-    model = build_model(args.model)
+    model = build_model(args.model, args.hidden)
     optimizer = build_optimizer(model, args)
     loader, test = make_loaders(args, world.size)
     peak_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -240,8 +244,12 @@ def fit(args) -> float:
     scheduler = build_scheduler(optimizer, args.scheduler, args.epochs, len(loader), peak_lrs)
     fast_forward(scheduler, start * len(loader))
     accuracy = evaluate(model, test)
+    if world.rank == 0:
+        print(f"{args.model} on {world.size} rank(s), {args.optimizer} ({args.scheduler} schedule), global batch "
+              f"{loader.batch_size * world.size}, epochs {start + 1}..{args.epochs}", flush=True)
     bar = progress_bar(args.epochs * len(loader), start * len(loader))
-    for epoch in range(start, args.epochs):
+    stop = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
+    for epoch in range(start, stop):
         loader.sampler.set_epoch(epoch)
         loss, train_acc = train_epoch(model, optimizer, scheduler, loader, bar)
         accuracy = evaluate(model, test)
