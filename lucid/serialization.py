@@ -189,18 +189,25 @@ def save(obj, path) -> None:
     structure = encoder.encode(obj, ())
     metadata = {FORMAT_KEY: FORMAT_VERSION,
                 STRUCTURE_KEY: json.dumps(structure, allow_nan=False, separators=(",", ":"))}
-    directory = os.path.dirname(os.path.abspath(path))
+    atomic_write(path, lambda tmp_path: _write_file(encoder.tensors, metadata, tmp_path))
+
+
+def atomic_write(path: str, write) -> None:
+    """Create `path` all at once: `write(tmp_path)` fills a temporary file beside it, which is then
+    renamed over `path` (and the directory entry flushed). If `write` fails, the temporary file is
+    removed and any previous `path` is untouched; a killed process may leave ".<name>.*.tmp" behind.
+    """
     tmp_path = _create_temp(path)
     mode = os.stat(tmp_path).st_mode & 0o777  # what the umask gives a new file
     try:
-        _write_file(encoder.tensors, metadata, tmp_path)
-        os.chmod(tmp_path, mode)  # safetensors may recreate the file privately (0o600)
+        write(tmp_path)
+        os.chmod(tmp_path, mode)  # a writer may recreate the file privately (safetensors: 0o600)
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
         raise
-    _fsync_dir(directory)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 # ---------------------------------------------------------------------------------------- load

@@ -16,7 +16,7 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from lucid import _backend
-from lucid.serialization import _create_temp, _fsync_dir
+from lucid.serialization import atomic_write
 
 MANIFEST = "manifest.json"
 FORMAT = "lucid.distributed.checkpoint"
@@ -56,20 +56,15 @@ def write_safetensors(path: str, tensors: dict, metadata: dict) -> dict:
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keeps the data 8-byte aligned, as safetensors writers do
     digest = hashlib.sha256()
-    tmp = _create_temp(path)
-    try:
-        with open(tmp, "wb") as f:
+
+    def write(tmp_path):
+        with open(tmp_path, "wb") as f:
             for chunk in [struct.pack("<Q", len(encoded)), encoded] + [_as_bytes(a) for a in tensors.values()]:
                 f.write(chunk)
                 digest.update(chunk)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    atomic_write(path, write)
     return {"sha256": digest.hexdigest(), "bytes": 8 + len(encoded) + offset}
 
 
@@ -126,19 +121,12 @@ class ShardReader:
 
 def write_manifest(directory: str, manifest: dict) -> None:
     """Write manifest.json atomically: the moment it is renamed into place, the checkpoint exists."""
-    path = os.path.join(directory, MANIFEST)
-    tmp = _create_temp(path)
-    try:
-        with open(tmp, "w") as f:
+    def write(tmp_path):
+        with open(tmp_path, "w") as f:
             json.dump(manifest, f, indent=1, allow_nan=False)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    atomic_write(os.path.join(directory, MANIFEST), write)
 
 
 def read_manifest(directory: str) -> dict:

@@ -24,3 +24,11 @@ def check_non_negative(name: str, value) -> None:
     """PyTorch's "Invalid <name> value: <value>" for a hyperparameter that must be >= 0."""
     if not 0.0 <= value:
         raise ValueError(f"Invalid {name} value: {value}")
+
+
+def check_adam_family(lr, betas, eps, weight_decay) -> None:
+    """The checks Adam, AdamW, Adamax, NAdam and RAdam share, in PyTorch's order."""
+    check_lr(lr)
+    check_eps(eps)
+    check_betas(betas)
+    check_non_negative("weight_decay", weight_decay)

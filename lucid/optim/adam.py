@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ._checks import check_betas, check_eps, check_lr, check_non_negative
+from ._checks import check_adam_family
 from ._kernels import ElementwiseRule
 from ._math import lerp, maximum, sqrt
 from .optimizer import Optimizer
@@ -57,10 +57,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, fused=None, decoupled_weight_decay=False):
-        check_lr(lr)
-        check_eps(eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, fused=fused, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._checks import check_betas, check_eps, check_lr, check_non_negative
+from ._checks import check_adam_family
 from ._kernels import ElementwiseRule
 from ._math import abs, lerp, maximum
 from .optimizer import Optimizer
@@ -36,10 +36,7 @@ class Adamax(Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, *,
                  maximize=False, fused=None):
-        check_lr(lr)
-        check_eps(eps)
-        check_betas(betas)
-        check_non_negative("weight_decay", weight_decay)
+        check_adam_family(lr, betas, eps, weight_decay)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, maximize=maximize,
                         fused=fused)
         super().__init__(params, defaults)
