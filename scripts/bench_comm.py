@@ -380,6 +380,36 @@ def print_report(report: dict) -> None:
     _print_targets(steps["targets"])
 
 
+def markdown(report: dict) -> str:
+    """The tables as Markdown, for docs/benchmarks.md (a distributed run or a --single run)."""
+    cfg = report["config"]
+    if "single" in report:
+        single = report["single"]
+        return (f"World size 1, {cfg['tensors']} x {cfg['numel']:,} float32, median of {cfg['reps']}: a bare SGD step "
+                f"{single['bare_ms']:.1f} ms, the same model stepped through DistributedOptimizer on SelfComm "
+                f"{single['wrapped_ms']:.1f} ms: overhead **{single['overhead_pct']:+.1f}%** (target <= 3%).")
+    steps = report["steps"]
+    lines = [f"{cfg['ranks']} ranks, {cfg['tensors']} gradients x {cfg['numel']:,} float32 "
+             f"({cfg['tensors'] * cfg['numel'] * 4 / 1e6:.0f} MB), {cfg['threads']} thread(s) per rank, median of "
+             f"{cfg['reps']} (slowest rank). Unit: one raw blocking MPI Allreduce of the same bytes = "
+             f"{steps['raw_allreduce_ms']:.1f} ms; the local step (forward + backward + SGD) takes "
+             f"{steps['local_step_ms']:.1f} ms. Cost = distributed step - local step.", "",
+             benchlib.markdown_table(
+                 ["buckets", "step ms", "cost ms", "cost (units)", "synchronize() after backward (units)",
+                  "no overlap (units)"],
+                 [[c["label"], c["step_ms"], c["overlapped_ms"], c["overlapped_units"], c["exposed_sync_units"],
+                   c["no_overlap_units"]] for c in steps["caps"]])]
+    if "torch" in steps:
+        t = steps["torch"]
+        lines += ["", f"PyTorch DDP over gloo (bucket_cap_mb=25): reduction cost {t['ddp_cost_ms']:.1f} ms = "
+                      f"{t['ddp_cost_units']:.2f} units ({t['ddp_view_cost_units']:.2f} with "
+                      f"gradient_as_bucket_view); lucid at 25 MB is **{t['lucid_speedup']:.2f}x** faster."]
+    lines += ["", benchlib.markdown_table(["message", "MPI us", "MPI GB/s", "gloo us", "gloo GB/s"],
+                                          [[_size(r["bytes"]), r["mpi_us"], r["mpi_gbs"], r.get("gloo_us"),
+                                            r.get("gloo_gbs")] for r in report["sizes"]])]
+    return "\n".join(lines)
+
+
 def _print_targets(targets: dict) -> None:
     print()
     benchlib.print_table(["target", "met"], [[k, "yes" if v else "NO"] for k, v in targets.items()])

@@ -89,13 +89,14 @@ def _display(part: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="benchmark names to run (the others keep their last JSON)")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the document from the last JSON")
     args = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     IMAGES.mkdir(parents=True, exist_ok=True)
     ran = []
     for entry in benchmarks():
         name, _, command, json_name, _ = entry
-        if not args.only or name in args.only:
+        if not args.render_only and (not args.only or name in args.only):
             print(f"== {name}: {' '.join(command)}", flush=True)
             subprocess.run(command, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if (RESULTS / json_name).exists():
