@@ -4,7 +4,6 @@ Public names only. `import distributed` does not import mpi4py; `init()` does, w
 started the process.
 """
 
-
 from . import checkpoint
 from .comm import (Average, Communicator, MPIComm, ReduceOp, SelfComm, Sum, init, is_initialized,
                    launched_by_mpi)
