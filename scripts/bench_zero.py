@@ -329,12 +329,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.all:
         report = run_all(args)
-        print(f"\n{args.tensors} tensors x {args.numel} float32, Adam; MB/s are all ranks together")
-        benchlib.print_table(SUMMARY, summary_rows(report))
-        benchlib.write_json(args.json, report)
-        if args.plot:
-            plot(report, args.plot)
-        return report
+        return publish(report, args, f"\n{args.tensors} tensors x {args.numel} float32, Adam; MB/s are all ranks "
+                                     "together")
     size = launcher_size()
     threads = args.threads or max(1, (os.cpu_count() or 1) // size)
     benchlib.pin_threads(threads)
@@ -346,8 +342,14 @@ def main(argv=None):
     config = config_of(args)
     print_run(run, {**config, "threads": threads})
     report = merge(args.json, run, config)
-    if len(report["runs"]) > 1:
-        print(f"\nall world sizes in {args.json} (MB/s are all ranks together)")
+    title = f"\nall world sizes in {args.json} (MB/s are all ranks together)" if len(report["runs"]) > 1 else None
+    return publish(report, args, title)
+
+
+def publish(report: dict, args, title) -> dict:
+    """Print the summary table under `title` (if any), write the JSON and the plot."""
+    if title is not None:
+        print(title)
         benchlib.print_table(SUMMARY, summary_rows(report))
     benchlib.write_json(args.json, report)
     if args.plot:

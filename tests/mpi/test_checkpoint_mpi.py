@@ -10,11 +10,11 @@ of leaving the others waiting in a collective.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import pathlib
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -28,50 +28,13 @@ from distributed import comm as comm_module
 from distributed.checkpoint import CheckpointError
 from distributed.comm import MPIComm, SelfComm
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the shared workload
+from checkpoint_workload import (HIDDEN, IN, OUT, batch, flat_params, make_model, make_optimizer, train,  # noqa: E402
+                                 uninterrupted)
+
 pytestmark = pytest.mark.mpi(min_size=2)
 TIMEOUT = {"timeout": 90, "method": "thread"}  # thread: also ends a rank stuck inside an MPI call
 
-IN, HIDDEN, OUT, BATCH = 7, 10, 3, 12  # 113 parameters: splits unevenly at 2 and 3 ranks
-
-
-def make_model(seed: int = 0, hidden: int = HIDDEN):
-    lucid.manual_seed(seed)
-    return nn.Sequential(nn.Linear(IN, hidden), nn.ReLU(), nn.Linear(hidden, OUT))
-
-
-def make_optimizer(name: str, model):
-    params = list(model.parameters())
-    groups = [{"params": params[:2]}, {"params": params[2:], "lr": 0.02}]
-    if name == "adam":
-        return optim.Adam(groups, lr=0.01)
-    return optim.SGD(groups, lr=0.05, momentum=0.9)
-
-
-def batch(step: int):
-    rng = np.random.default_rng(100 + step)
-    return rng.standard_normal((BATCH, IN)).astype(np.float32), rng.integers(0, OUT, BATCH)
-
-
-def train(model, opt, steps, rank: int = 0, size: int = 1) -> None:
-    loss_fn = nn.CrossEntropyLoss()
-    for step in steps:
-        x, y = batch(step)
-        x, y = np.array_split(x, size)[rank], np.array_split(y, size)[rank]
-        opt.zero_grad()
-        loss_fn(model(lucid.Tensor(x)), lucid.Tensor(y)).backward()
-        opt.step()
-
-
-def flat_params(model) -> np.ndarray:
-    return np.concatenate([p.data.ravel() for p in model.parameters()])
-
-
-@functools.cache
-def uninterrupted(name: str) -> np.ndarray:
-    model = make_model(0)
-    opt = make_optimizer(name, model)
-    train(model, opt, range(6))
-    return flat_params(model)
 
 
 def wrap(opt, model, sharded: bool, comm):
