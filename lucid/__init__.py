@@ -10,8 +10,8 @@ from .creation import (arange, empty, eye, full, full_like, ones, ones_like, ran
                        zeros, zeros_like)
 from .dtypes import (bool_, float16, float32, float64, get_default_dtype, int8, int16, int32, int64,
                      set_default_dtype, uint8)
-from .ops import (abs, argmax, argmin, clip, concatenate, cos, exp, flatten, log, logsumexp, matmul, max,
-                  maximum, mean, min, minimum, permute, relu, reshape, sigmoid, sin, sqrt, squeeze, stack,
+from .ops import (abs, amax, amin, argmax, argmin, clip, concatenate, cos, exp, flatten, log, logsumexp, matmul,
+                  max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, sin, sqrt, squeeze, stack,
                   sum, tanh, transpose, unsqueeze, var, where)
 from .random import manual_seed
 from .tensor import Tensor

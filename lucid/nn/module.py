@@ -287,6 +287,10 @@ class Module:
     def gpu(self) -> "Module":
         return self.to("gpu")
 
+    def cuda(self) -> "Module":
+        """PyTorch's spelling of `gpu()`."""
+        return self.to("gpu")
+
     def float(self) -> "Module":
         return self.to(dtype="float32")
 
