@@ -4,6 +4,7 @@ Public names only; each lives in the module that owns it.
 """
 
 from . import dtypes
+from ._version import __version__
 from ._backend import gpu_available
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, empty, eye, full, full_like, ones, ones_like, rand, randint, randn, tensor,
@@ -21,4 +22,3 @@ from . import data, datasets, nn, optim
 cat = concatenate
 clamp = clip
 
-__version__ = "0.1.0"

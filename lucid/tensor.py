@@ -7,10 +7,15 @@ Operators and methods delegate to `lucid.ops`, where each op's forward sits besi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend, autograd, dtypes
 from .autograd import RemovableHandle
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Device, DTypeLike
 
 _NO_HOOKS = ()
 
@@ -57,7 +62,8 @@ class Tensor:
                  "_grad_storage", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
-    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
+    def __init__(self, data: ArrayLike | Tensor, requires_grad: bool = False, dtype: DTypeLike = None,
+                 device: Device | None = None) -> None:
         if device is not None:
             device = _backend.normalize_device(device)
         arr = _as_array(data, dtype, device)

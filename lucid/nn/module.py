@@ -18,7 +18,7 @@ class Module:
     registers it; `parameters()`, `state_dict()`, `to()` and friends then see it.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
