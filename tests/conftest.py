@@ -28,6 +28,8 @@ import pytest
 import distributed
 from distributed.comm import use_world
 
+sys.path.insert(0, os.path.dirname(__file__))  # for script_jobs (tests are imported with importlib)
+
 _RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE")
 # pytest's order in its closing line

@@ -4,7 +4,6 @@ The wheel must carry the data set, both `py.typed` markers, the licences and one
 on its own (not the checkout) it must run the main job from a directory that is not the checkout.
 """
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,16 +15,10 @@ import pytest
 
 import distributed
 import lucid
+from script_jobs import job_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
-_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL")
-
-
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
-    env.update(extra)
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,7 @@ def wheel(tmp_path_factory) -> Path:
             shutil.copy2(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-                           capture_output=True, text=True, env=_env(), timeout=300)
+                           capture_output=True, text=True, env=job_env(), timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
     (found,) = out.glob("lucid_distributed-*.whl")
     return found
@@ -72,7 +65,7 @@ def test_the_wheel_carries_data_types_licences_and_the_version(wheel):
 def test_installed_not_editable_the_main_job_runs_from_another_directory(wheel, tmp_path):
     target = tmp_path / "site"
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target),
-                                str(wheel)], capture_output=True, text=True, env=_env(), timeout=300)
+                                str(wheel)], capture_output=True, text=True, env=job_env(), timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -83,7 +76,7 @@ def test_installed_not_editable_the_main_job_runs_from_another_directory(wheel, 
             "sys.argv = ['train.py', '--epochs', '2']\n"
             "runpy.run_path('train.py', run_name='__main__')\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, capture_output=True, text=True, timeout=300,
-                          env=_env(PYTHONPATH=str(target)))
+                          env=job_env(PYTHONPATH=str(target)))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"test accuracy: 0\.\d{3}", last) and float(last.split()[-1]) >= 0.9, done.stdout

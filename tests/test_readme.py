@@ -9,23 +9,19 @@ are only checked to be where CI (.ci/run) and the reader look for them; they are
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import distributed
+from script_jobs import job_env, mpiexec, run, skip_if_under_mpi
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 RUN_LINE = re.compile(r"# run: (mpiexec -n (\d+) python (-m mpi4py )?example\.py)")
 TIMEOUT_S = 180
-_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "PYTEST_")
 
 
 def blocks(text: str) -> list:
@@ -57,44 +53,28 @@ def command_for(code: str) -> list:
         pytest.fail(f"unrecognised run line {first!r}: expected '# run: mpiexec -n N python [-m mpi4py] example.py'")
     if not match:
         return [sys.executable, "example.py"]
-    mpiexec = Path(sys.executable).with_name("mpiexec")
-    launcher = str(mpiexec) if mpiexec.exists() else shutil.which("mpiexec")
-    if launcher is None:
-        pytest.skip("no mpiexec beside this Python or on PATH (pip install mpich)")
-    return [launcher, *shlex.split(match.group(1))[1:3], sys.executable, *shlex.split(match.group(1))[4:]]
+    words = shlex.split(match.group(1))
+    return [mpiexec(), *words[1:3], sys.executable, *words[4:]]
 
 
-def clean_env() -> dict:
-    """Without an outer launcher's (or pytest's) variables: the block is a job of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
-    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
-    return env
+def ranks_of(command: list) -> int:
+    return 1 if command[0] == sys.executable else int(command[2])
 
 
-def run(command: list, cwd: Path) -> str:
-    done = subprocess.run(command, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, (f"$ {' '.join(command)}  (in {cwd})\n--- stdout\n{done.stdout[-4000:]}\n"
-                                  f"--- stderr\n{done.stderr[-4000:]}")
-    assert "Traceback" not in done.stderr, done.stderr[-4000:]
-    return done.stdout
-
-
-def skip_if_nested(request, command: list) -> None:
-    if command[0] != sys.executable and (distributed.launched_by_mpi() or
-                                         request.config.getoption("--with-mpi", default=False)):
-        pytest.skip("running under MPI: a README block's own mpiexec job is not launched from inside one")
+def run_block(request, code: str, cwd: Path) -> str:
+    command = command_for(code)
+    if ranks_of(command) > 1:
+        skip_if_under_mpi(request.config)
+    (cwd / "example.py").write_text(code, encoding="utf-8")
+    return run(command, cwd, ranks=ranks_of(command), timeout=TIMEOUT_S)
 
 
 @pytest.mark.timeout(TIMEOUT_S + 60)
 @pytest.mark.parametrize("code, line", [(c, n) for _, c, n in CODE], ids=[f"line{n}" for _, _, n in CODE])
 def test_python_block_runs_as_pasted(request, tmp_path, code, line):
-    command = command_for(code)
-    skip_if_nested(request, command)
-    (tmp_path / "example.py").write_text(code, encoding="utf-8")
-    out = run(command, tmp_path)
+    out = run_block(request, code, tmp_path)
     assert out.strip(), f"the block at README.md line {line} printed nothing: a reader cannot tell it worked"
-    ranks = int(command[2]) if command[0] != sys.executable else 1
-    print(f"README.md line {line} ({ranks} rank(s)): {out.strip().splitlines()[-1]}")
+    print(f"README.md line {line} ({ranks_of(command_for(code))} rank(s)): {out.strip().splitlines()[-1]}")
 
 
 @pytest.mark.timeout(2 * TIMEOUT_S + 60)
@@ -103,18 +83,11 @@ def test_python_block_runs_as_pasted(request, tmp_path, code, line):
 def test_bash_block_continues_the_python_block_before_it(request, tmp_path, script, line):
     before = [(c, n) for _, c, n in CODE if n < line]
     assert before, f"the bash block at README.md line {line} follows no python block"
-    code, _ = before[-1]
-    command = command_for(code)
-    skip_if_nested(request, command)
-    (tmp_path / "example.py").write_text(code, encoding="utf-8")
-    run(command, tmp_path)
-    bin_dir = str(Path(sys.executable).parent)
+    run_block(request, before[-1][0], tmp_path)
     for text in script.strip().splitlines():
         argv = shlex.split(text, comments=True)
-        if argv[0] == "python":
-            argv[0] = sys.executable
-        assert run(argv, tmp_path).strip(), f"{text!r} printed nothing"
-    assert bin_dir  # the commands ran with this interpreter
+        assert argv[0] == "python", f"README.md line {line}: only python commands are run here, not {text!r}"
+        assert run([sys.executable, *argv[1:]], tmp_path, env=job_env()).strip(), f"{text!r} printed nothing"
 
 
 def test_every_python_block_is_tested():

@@ -1,50 +1,20 @@
 """The examples in examples/ run as their docstrings say, and do what they claim."""
 
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import distributed
+from script_jobs import mpirun, run, skip_if_under_mpi
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-_DROP = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "PYTEST_CURRENT_TEST", "PYTEST_XDIST")
-
-
-def mpiexec() -> str:
-    beside = Path(sys.executable).with_name("mpiexec")
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.skip("no mpiexec beside this Python or on PATH (pip install mpich)")
-    return found
-
-
-def run(command, cwd, ranks=1, timeout=240) -> str:
-    """Run an example's command as its own job (one BLAS/numba thread per rank when ranks share cores)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP)}
-    threads = str(max(1, (os.cpu_count() or 1) // ranks))
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        env.setdefault(var, threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"$ {' '.join(command)}\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
-
-
-def mpirun(ranks: int, *args, cwd) -> str:
-    return run([mpiexec(), "-n", str(ranks), sys.executable, "-m", "mpi4py", *map(str, args)], cwd, ranks=ranks)
 
 
 @pytest.fixture
 def launching(request):
-    """Skip where this session runs under MPI already: the examples' own jobs are not nested in it."""
-    if distributed.launched_by_mpi() or request.config.getoption("--with-mpi", default=False):
-        pytest.skip("running under MPI: the examples' mpiexec jobs are not launched from inside one")
+    skip_if_under_mpi(request.config)
 
 
 @pytest.mark.xfail(strict=True, reason="needs issue 12: DistributedOptimizer(gradient_predivide_factor=) and "
@@ -69,8 +39,7 @@ def test_zero_example_shards_state_and_resumes_at_another_world_size(launching, 
     assert held, epochs[-1]
     a, b, total = map(int, held.groups())
     assert a + b == total and max(a, b) < total  # each rank holds its share only
-    resumed = run([sys.executable, str(script), "--checkpoint", str(ckpt), "--epochs", "3", "--resume"],
-                  tmp_path).splitlines()
+    resumed = run([sys.executable, script, "--checkpoint", ckpt, "--epochs", "3", "--resume"], tmp_path).splitlines()
     assert resumed[0] == f"resumed {ckpt} at epoch 2 (saved on 2 ranks)", resumed
     assert [line.split(":")[0] for line in resumed if line.startswith("epoch ")] == ["epoch 3/3"]
     assert f"per rank [{total}] (of {total})" in resumed[1]
@@ -81,9 +50,8 @@ def test_zero_example_shards_state_and_resumes_at_another_world_size(launching, 
 @pytest.mark.timeout(300)
 def test_pytest_mpi_example_skips_in_one_process_and_passes_on_two_ranks(launching, tmp_path):
     example = EXAMPLES / "test_pytest_mpi.py"
-    plain = run([sys.executable, "-m", "pytest", str(example), "-q", "--color=no", "-p", "no:cacheprovider"],
-                tmp_path)
+    plain = run([sys.executable, "-m", "pytest", example, "-q", "--color=no", "-p", "no:cacheprovider"], tmp_path)
     assert re.search(r"\b1 passed, 3 skipped\b", plain), plain
-    both = mpirun(2, "-m", "pytest", "--with-mpi", str(example), "-q", "--color=no", "-p", "no:cacheprovider",
+    both = mpirun(2, "-m", "pytest", "--with-mpi", example, "-q", "--color=no", "-p", "no:cacheprovider",
                   cwd=tmp_path)
     assert len(re.findall(r"\b4 passed\b", both)) == 2, both  # every rank ran every test

@@ -62,3 +62,23 @@ def test_launching_is_skipped_with_a_reason(request, monkeypatch):
     monkeypatch.setattr(mpi_helpers.importlib.util, "find_spec",
                         lambda name: None if name == "mpi4py" else real_find_spec(name))
     assert launch_skip_reason(request.config).startswith("mpi4py is not installed")
+
+
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_the_pytest_mpi_way_from_the_project_root(request, tmp_path):
+    """`mpiexec -n 2 python -m pytest tests --with-mpi`: this folder's conftest loads late (the rank-0
+    output is set up before the session starts all the same), single-process tests that use the
+    default communicator run as one process on each rank, and rank 0 shows every rank's counts."""
+    reason = launch_skip_reason(request.config)
+    if reason:
+        pytest.skip(reason)
+    selection = ("test_defaults_come_from_the_world or test_the_default_sampler_uses_the_world "
+                 "or test_use_world")
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "pytest", "tests", "--with-mpi", "-q",
+               "--color=no", "-p", "no:cacheprovider", "-k", selection]
+    status, output, elapsed = run_job(command, ROOT, child_env(tmp_path, 2), TIMEOUT_S)
+    assert status == 0, _report(command, output, tmp_path)
+    assert "INTERNALERROR" not in output + (tmp_path / "pytest-rank1.log").read_text()
+    ranks = json.loads((tmp_path / RESULTS_FILE).read_text())["ranks"]
+    assert [r["counts"] for r in ranks] == [ranks[0]["counts"]] * 2 and ranks[0]["counts"]["passed"] >= 6, ranks
+    assert "results on each of the 2 MPI ranks" in output and "rank 1: " in output, output

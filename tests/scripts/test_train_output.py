@@ -4,26 +4,23 @@ import fcntl
 import os
 import pty
 import struct
-import termios
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
 
+from script_jobs import job_env
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "scripts" / "train.py")
-_LAUNCHER_PREFIXES = ("PMI_", "OMPI_", "PMIX_", "MPI_", "HYDRA_")
-
-
-def _env():
-    return {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
 
 
 @pytest.mark.timeout(300)
 def test_in_a_pipe_the_output_is_plain_lines():
     done = subprocess.run([sys.executable, TRAIN, "--epochs", "2"], capture_output=True, text=True, timeout=240,
-                          env=_env(), cwd=ROOT)
+                          env=job_env(), cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "\r" not in done.stdout + done.stderr, "a progress bar redraws with carriage returns in a log file"
     epochs = [line for line in done.stdout.splitlines() if line.startswith("epoch")]
@@ -36,7 +33,7 @@ def test_on_a_terminal_the_bar_is_drawn():
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
     try:
         job = subprocess.Popen([sys.executable, TRAIN, "--epochs", "1"], stdout=subprocess.PIPE, stderr=follower,
-                               text=True, env=_env(), cwd=ROOT)
+                               text=True, env=job_env(), cwd=ROOT)
         os.close(follower)
         chunks = []
         while True:
