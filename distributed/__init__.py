@@ -4,6 +4,8 @@ Public names only. `import distributed` does not import mpi4py; `init()` does, w
 started the process.
 """
 
+from lucid._version import __version__  # one version for the whole distribution
+
 from . import checkpoint
 from .comm import (Average, Communicator, MPIComm, ReduceOp, SelfComm, Sum, init, is_initialized,
                    launched_by_mpi)

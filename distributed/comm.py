@@ -15,6 +15,7 @@ order, one at a time, a host all-reduce cut into 1 MiB pieces.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import os
@@ -369,3 +370,21 @@ def is_initialized() -> bool:
 def world() -> Communicator:
     """The process-wide communicator (initialised on first use)."""
     return init()
+
+
+@contextlib.contextmanager
+def use_world(comm: Communicator):
+    """Make `comm` the process-wide communicator inside a `with` block, then restore what was there.
+
+    For tests and tools that run one piece of code as a single process inside a multi-rank job
+    (`with use_world(SelfComm()): ...`). Afterwards the previous communicator is back, or none at all
+    if none was set up, so a later `init()` decides afresh.
+    """
+    global _world
+    if not isinstance(comm, Communicator):
+        raise TypeError(f"use_world takes a Communicator, not {type(comm).__name__}")
+    previous, _world = _world, comm
+    try:
+        yield comm
+    finally:
+        _world = previous

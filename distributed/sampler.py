@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 
 import numpy as np
 
@@ -25,8 +26,8 @@ class DistributedSampler:
         drop_last: drop the tail instead of padding.
     """
 
-    def __init__(self, dataset, num_replicas=None, rank=None, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False):
+    def __init__(self, dataset: Sized, num_replicas: int | None = None, rank: int | None = None,
+                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> None:
         if num_replicas is None:
             num_replicas = _comm.world().size
         if rank is None:

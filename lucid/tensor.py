@@ -7,10 +7,15 @@ Operators and methods delegate to `lucid.ops`, where each op's forward sits besi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from . import _backend, autograd, dtypes
 from .autograd import RemovableHandle
+
+if TYPE_CHECKING:
+    from ._typing import ArrayLike, Device, DTypeLike
 
 _NO_HOOKS = ()
 
@@ -57,7 +62,8 @@ class Tensor:
                  "_grad_storage", "_retains_grad", "__weakref__")
     __array_priority__ = 1000  # ndarray <op> Tensor defers to Tensor's reflected operators
 
-    def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
+    def __init__(self, data: ArrayLike | Tensor, requires_grad: bool = False, dtype: DTypeLike = None,
+                 device: Device | None = None) -> None:
         if device is not None:
             device = _backend.normalize_device(device)
         arr = _as_array(data, dtype, device)
@@ -232,6 +238,10 @@ class Tensor:
     def gpu(self) -> "Tensor":
         return self.to("gpu")
 
+    def cuda(self) -> "Tensor":
+        """PyTorch's spelling of `gpu()`."""
+        return self.to("gpu")
+
     def astype(self, dtype) -> "Tensor":
         return self.to(dtype=dtype)
 
@@ -372,11 +382,19 @@ class Tensor:
         return self.var(axis, keepdims, dim=dim, keepdim=keepdim, correction=correction,
                         unbiased=unbiased).sqrt()
 
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return _ops.max(self, axis, keepdims, dim=dim, keepdim=keepdim)
+    def max(self, *args, axis=None, keepdims=False, dim=None, keepdim=None):
+        """Values with `axis=` (NumPy); `(values, indices)` with `dim` (PyTorch); see `lucid.max`."""
+        return _ops.max(self, *args, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
 
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return _ops.min(self, axis, keepdims, dim=dim, keepdim=keepdim)
+    def min(self, *args, axis=None, keepdims=False, dim=None, keepdim=None):
+        """Values with `axis=` (NumPy); `(values, indices)` with `dim` (PyTorch); see `lucid.min`."""
+        return _ops.min(self, *args, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _ops.amax(self, axis, keepdims, dim=dim, keepdim=keepdim)
+
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return _ops.amin(self, axis, keepdims, dim=dim, keepdim=keepdim)
 
     def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         return _ops.argmax(self, axis, keepdims, dim=dim, keepdim=keepdim)
@@ -401,6 +419,14 @@ class Tensor:
     def square(self): return _ops.mul(self, self)
     def matmul(self, other): return self @ other
 
+    # PyTorch's method spellings of the comparison operators (boolean tensors, no gradient)
+    def eq(self, other): return _ops.eq(self, other)
+    def ne(self, other): return _ops.ne(self, other)
+    def lt(self, other): return _ops.lt(self, other)
+    def le(self, other): return _ops.le(self, other)
+    def gt(self, other): return _ops.gt(self, other)
+    def ge(self, other): return _ops.ge(self, other)
+
     def clip(self, min=None, max=None):
         return _ops.clip(self, min, max)
 
@@ -408,6 +434,10 @@ class Tensor:
 
     def reshape(self, *shape): return _ops.reshape(self, *shape)
     def view(self, *shape): return _ops.reshape(self, *shape)
+    def view_as(self, other): return _ops.reshape(self, other.shape)
+    def reshape_as(self, other): return _ops.reshape(self, other.shape)
+    def expand_as(self, other): return _ops.expand(self, other.shape)
+    def type_as(self, other): return self.to(dtype=other.dtype)
     def transpose(self, *dims): return _ops.transpose(self, *dims)
     def permute(self, *dims): return _ops.permute(self, *dims)
     def squeeze(self, axis=None, *, dim=None): return _ops.squeeze(self, axis, dim=dim)

@@ -261,7 +261,7 @@ def plot(report: dict, path: str) -> None:
         return
     runs = [report["runs"][k] for k in sorted(report["runs"], key=int)]
     sizes = [r["world_size"] for r in runs]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4))
     left.plot(sizes, [r["state_mb_per_rank"]["replicated"] for r in runs], "o-", label="replicated")
     left.plot(sizes, [r["state_mb_per_rank"]["sharded"] for r in runs], "o-", label="sharded (ZeRO)")
     full = runs[0]["state_mb_per_rank"]["replicated"]
@@ -271,6 +271,13 @@ def plot(report: dict, path: str) -> None:
     left.set_xticks(sizes)
     left.set_ylim(bottom=0)
     left.legend()
+    for kind, label in (("replicated", "replicated"), ("sharded", "sharded (ZeRO)")):
+        middle.plot(sizes, [r["step_ms"][kind] for r in runs], "o-", label=label)
+    middle.set_xlabel("world size (ranks)")
+    middle.set_ylabel("Adam step ms (reduce + update [+ all-gather])")
+    middle.set_xticks(sizes)
+    middle.set_ylim(bottom=0)
+    middle.legend()
     for name, label in (("checkpoint.save", "checkpoint.save"), ("numpy.save + fsync", "numpy.save + fsync"),
                         ("numpy.save", "numpy.save (no fsync)"), ("checkpoint.load", "checkpoint.load")):
         right.plot(sizes, [r["io"][name]["mb_per_s_total"] for r in runs], "o-", label=label)

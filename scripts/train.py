@@ -224,10 +224,15 @@ def save(path: str, model, optimizer, epoch: int, args, metrics: dict) -> None:
 
 
 def progress_bar(total: int, initial: int):
-    """A tqdm bar over all training batches, on rank 0 only (a silent stand-in elsewhere)."""
+    """A tqdm bar over all training batches, on rank 0 only (a silent stand-in elsewhere).
+
+    Only on a terminal: in a log file or a pipe (CI, `mpiexec ... > log`) a bar is a stream of
+    carriage-return redraws, so there the output is just the plain per-epoch lines.
+    """
     from tqdm import tqdm
+    on_terminal = sys.stderr.isatty()
     return tqdm(total=total, initial=initial, desc="train", unit="batch", leave=True, dynamic_ncols=True,
-                disable=distributed.rank() != 0, file=sys.stderr)
+                disable=distributed.rank() != 0 or not on_terminal, file=sys.stderr)
 
 
 def fit(args) -> float:

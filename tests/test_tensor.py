@@ -255,10 +255,13 @@ def test_reductions_axis_and_dim_spellings(name, ref, axis, keepdims):
     a = np.random.default_rng(0).standard_normal((2, 3, 4))
     x = T(a)
     expected = ref(a, axis=axis, keepdims=keepdims)
-    numpy_style = getattr(x, name)(axis, keepdims)
     numpy_kw = getattr(x, name)(axis=axis, keepdims=keepdims)
-    torch_kw = getattr(x, name)(dim=axis, keepdim=keepdims)
-    for got in (numpy_style, numpy_kw, torch_kw):
+    if name in ("max", "min"):  # max(dim) is PyTorch's (values, indices): see test_torch_idioms.py
+        spellings = [numpy_kw] + ([getattr(x, name)(dim=axis, keepdim=keepdims).values,
+                                   getattr(x, name)(axis, keepdims).values] if isinstance(axis, int) else [])
+    else:
+        spellings = [numpy_kw, getattr(x, name)(axis, keepdims), getattr(x, name)(dim=axis, keepdim=keepdims)]
+    for got in spellings:
         assert got.shape == np.shape(expected)
         np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
     if axis is not None:
@@ -279,7 +282,8 @@ def test_max_returns_values_and_argmax_indices():
     a = np.array([[1.0, 9.0, 3.0], [7.0, 2.0, 8.0]])
     x = T(a)
     np.testing.assert_array_equal(x.max(axis=1).numpy(), [9.0, 8.0])
-    np.testing.assert_array_equal(x.max(dim=0).numpy(), [7.0, 9.0, 8.0])
+    np.testing.assert_array_equal(x.max(dim=0).values.numpy(), [7.0, 9.0, 8.0])
+    np.testing.assert_array_equal(x.max(dim=0).indices.numpy(), [1, 0, 1])
     np.testing.assert_array_equal(x.min(axis=1).numpy(), [1.0, 2.0])
     idx = x.argmax(axis=1)
     assert idx.dtype == np.int64
@@ -494,7 +498,7 @@ def test_against_torch_reductions_and_shapes():
     pairs = [
         (x.var(), t.var()), (x.var(dim=1), t.var(dim=1)), (x.std(dim=(0, 2), keepdim=True),
                                                           t.std(dim=(0, 2), keepdim=True)),
-        (x.max(dim=2), t.max(dim=2).values), (x.argmax(dim=2), t.argmax(dim=2)),
+        (x.max(dim=2).values, t.max(dim=2).values), (x.argmax(dim=2), t.argmax(dim=2)),
         (x.logsumexp(dim=1), t.logsumexp(dim=1)),
         (x.transpose(0, 2), t.transpose(0, 2)), (x.permute(2, 0, 1), t.permute(2, 0, 1)),
         (x.flatten(1), t.flatten(1)), (x[:, None, 1].squeeze(), t[:, None, 1].squeeze()),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections.abc
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +12,9 @@ from .. import _backend
 from ..tensor import Tensor
 from .dataset import batch_fetcher
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
 
 
 def _stack_arrays(arrays) -> Tensor:
@@ -83,8 +88,9 @@ class DataLoader:
         ValueError: for `shuffle` together with `sampler`, or a bad batch_size / drop_last.
     """
 
-    def __init__(self, dataset, batch_size: int = 1, shuffle: bool = False, sampler=None,
-                 drop_last: bool = False, seed=None, collate_fn=None):
+    def __init__(self, dataset: Dataset, batch_size: int = 1, shuffle: bool = False,
+                 sampler: Iterable[int] | None = None, drop_last: bool = False, seed: int | None = None,
+                 collate_fn: Callable[[list], object] | None = None) -> None:
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
         if sampler is None:

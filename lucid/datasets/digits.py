@@ -73,7 +73,7 @@ class Digits(TensorDataset):
     classes = list(range(N_CLASSES))
 
     def __init__(self, train: bool = True, test_fraction: float = 0.2, seed: int = 0,
-                 normalize: bool = True):
+                 normalize: bool = True) -> None:
         if not 0.0 < float(test_fraction) < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
         images, labels = load_digits()

@@ -18,7 +18,7 @@ class Module:
     registers it; `parameters()`, `state_dict()`, `to()` and friends then see it.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -285,6 +285,10 @@ class Module:
         return self.to("cpu")
 
     def gpu(self) -> "Module":
+        return self.to("gpu")
+
+    def cuda(self) -> "Module":
+        """PyTorch's spelling of `gpu()`."""
         return self.to("gpu")
 
     def float(self) -> "Module":

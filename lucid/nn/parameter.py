@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..tensor import Tensor
+
+if TYPE_CHECKING:
+    from .._typing import ArrayLike, Device, DTypeLike
 
 
 class Parameter(Tensor):
@@ -17,7 +22,8 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data=None, requires_grad: bool = True, dtype=None, device=None):
+    def __init__(self, data: ArrayLike | Tensor | None = None, requires_grad: bool = True,
+                 dtype: DTypeLike = None, device: Device | None = None) -> None:
         if data is None:
             data = []
         super().__init__(data, requires_grad=requires_grad, dtype=dtype, device=device)

@@ -199,15 +199,18 @@ def log_softmax(a, axis: int = -1) -> Tensor:
 
 # ---------------------------------------------------------------- dropout and embedding
 
-def dropout(a, p: float = 0.5) -> Tensor:
+def dropout(a, p: float = 0.5, channels: bool = False) -> Tensor:
     """Zero each element with probability `p` and scale the rest by 1/(1-p) (always active here).
 
-    The mask comes from lucid's global generator, so `lucid.manual_seed` makes it repeatable.
+    With `channels`, whole channels are zeroed together (torch's feature dropout, as in Dropout2d):
+    one draw per (sample, channel) of an (N, C, ...) input. The mask comes from lucid's global
+    generator, so `lucid.manual_seed` makes it repeatable.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
     x = a.data
-    keep = random.default_generator().random(x.shape, dtype=np.float32) >= p
+    shape = x.shape[:2] + (1,) * (x.ndim - 2) if channels else x.shape
+    keep = random.default_generator().random(shape, dtype=np.float32) >= p
     scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
     mask = _backend.to_device(keep.astype(x.dtype) * x.dtype.type(scale), _backend.device_of(x))
     return result(x * mask, (a,), lambda g: (g * mask,), "dropout")

@@ -1,11 +1,17 @@
-"""Reductions: sum, mean, var, max/min, logsumexp, argmax/argmin.
+"""Reductions: sum, mean, var, max/min (and amax/amin), logsumexp, argmax/argmin.
 
-Each takes NumPy's spelling (`axis=`, `keepdims=`) and PyTorch's (`dim=`, `keepdim=`).
+Each takes NumPy's spelling (`axis=`, `keepdims=`) and PyTorch's (`dim=`, `keepdim=`). For max and min
+the two spellings mean what they mean in their own library: `max(axis=...)` gives the values (NumPy),
+`max(dim)` / `max(dim=...)` gives PyTorch's `(values, indices)` named tuple, and `max(other)` the
+elementwise maximum. A spelling that could mean either (several dims with `dim=`) raises.
 """
 
 from __future__ import annotations
 
 import builtins
+import collections
+
+import numpy as np
 
 from ._core import result, xp_of
 from ..tensor import Tensor
@@ -109,16 +115,95 @@ def _extreme(a, axis, keepdims, pick, name):
     return result(out, (a,), backward, name)
 
 
-def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
-    """Largest value over `axis` (values only; `argmax` gives indices)."""
+def amax(a, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
+    """Largest values over `axis` (one or several axes; all by default); ties share the gradient."""
     axis, keepdims = resolve_axis(axis, dim, keepdims, keepdim)
-    return _extreme(a, axis, keepdims, xp_of(a).max, "max")
+    return _extreme(a, axis, keepdims, xp_of(a).max, "amax")
 
 
-def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
-    """Smallest value over `axis` (values only; `argmin` gives indices)."""
+def amin(a, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
+    """Smallest values over `axis` (one or several axes; all by default); ties share the gradient."""
     axis, keepdims = resolve_axis(axis, dim, keepdims, keepdim)
-    return _extreme(a, axis, keepdims, xp_of(a).min, "min")
+    return _extreme(a, axis, keepdims, xp_of(a).min, "amin")
+
+
+# torch.return_types.max / .min: what max(dim) and min(dim) return
+ValuesIndicesMax = collections.namedtuple("max", ["values", "indices"])
+ValuesIndicesMin = collections.namedtuple("min", ["values", "indices"])
+
+
+def max(a, *args, axis=None, keepdims=False, dim=None, keepdim=None):
+    """The largest values, in NumPy's spelling or PyTorch's.
+
+    - `max()`, `max(axis=...)`, `max(axis=..., keepdims=True)`: the values (`axis` may be a tuple);
+    - `max(dim)`, `max(dim, keepdim)`, `max(dim=..., keepdim=...)`: PyTorch's named tuple
+      `(values, indices)` over one dimension (the first largest element's index, as in PyTorch), so
+      `output.max(1, keepdim=True)[1]` is the predicted class;
+    - `max(other)`: the elementwise maximum with the Tensor `other`.
+
+    Raises:
+        TypeError: for a spelling PyTorch rejects, such as several dims with `dim=` (use `axis=` or
+            `amax`) or both `axis` and `dim`.
+    """
+    return _max_or_min(a, args, axis, keepdims, dim, keepdim, "max")
+
+
+def min(a, *args, axis=None, keepdims=False, dim=None, keepdim=None):
+    """The smallest values; the spellings of `max` (values, `(values, indices)`, elementwise `other`)."""
+    return _max_or_min(a, args, axis, keepdims, dim, keepdim, "min")
+
+
+def _max_or_min(a, args, axis, keepdims, dim, keepdim, name):
+    if len(args) > 2:
+        raise TypeError(f"{name}() takes at most 2 positional arguments (dim, keepdim) but {len(args)} were given")
+    if args and isinstance(args[0], Tensor):
+        if len(args) > 1 or axis is not None or dim is not None or keepdim is not None or keepdims:
+            raise TypeError(f"{name}(other) takes no dimension arguments: it is the elementwise {name}imum")
+        from .arith import maximum, minimum
+        return (maximum if name == "max" else minimum)(a, args[0])
+    if args:
+        if dim is not None:
+            raise TypeError(f"{name}() got multiple values for argument 'dim'")
+        dim = args[0]
+        if len(args) == 2:
+            if keepdim is not None:
+                raise TypeError(f"{name}() got multiple values for argument 'keepdim'")
+            keepdim = args[1]
+    keep = bool(keepdims if keepdim is None else keepdim)
+    if dim is None:
+        pick = xp_of(a).max if name == "max" else xp_of(a).min
+        return _extreme(a, tuple(axis) if isinstance(axis, list) else axis, keep, pick, name)
+    if axis is not None:
+        raise TypeError("pass either 'axis' or 'dim', not both")
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name}(dim) takes one dimension and returns (values, indices), as in PyTorch, not "
+                        f"{type(dim).__name__} {dim!r}; for the values over several dimensions use "
+                        f"{name}(axis=...) or a{name}(dim=...)")
+    return _values_and_indices(a, int(dim), keep, name)
+
+
+def _values_and_indices(a, dim: int, keepdim: bool, name: str):
+    """PyTorch's max(dim) / min(dim): values and int64 indices; the gradient goes to the chosen element."""
+    x = a.data
+    xp = xp_of(a)
+    (axis,) = _normalized_axes(dim, x.ndim)
+    work = x.reshape(1) if x.ndim == 0 else x
+    if work.shape[axis] == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {dim} to have non-zero size.")
+    pick = work.argmax if name == "max" else work.argmin
+    index = xp.asarray(pick(axis=axis, keepdims=True)).astype(np.int64)  # the shape with `axis` kept
+    chosen = xp.take_along_axis(work, index, axis=axis)
+    winner = xp.arange(work.shape[axis]).reshape([-1 if i == axis else 1 for i in range(work.ndim)]) == index
+    if x.ndim == 0:
+        out_shape = x.shape
+    else:
+        out_shape = index.shape if keepdim else tuple(n for i, n in enumerate(x.shape) if i != axis)
+
+    def backward(g):
+        return ((winner * g.reshape(index.shape)).astype(g.dtype, copy=False).reshape(x.shape),)
+    values = result(chosen.reshape(out_shape), (a,), backward, name)
+    kind = ValuesIndicesMax if name == "max" else ValuesIndicesMin
+    return kind(values, Tensor._wrap(index.reshape(out_shape)))
 
 
 def logsumexp(a, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:

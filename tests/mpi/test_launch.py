@@ -1,7 +1,9 @@
 """The one entry point that makes a plain `python -m pytest` run the multi-rank tests: it launches them
 under `mpiexec -n 2` and `mpiexec -n 3` (an odd world size catches uneven sharding) and fails on a
-failure or a hang, showing every rank's output."""
+failure or a hang, showing every rank's output. Each run's counts per rank go to the `launched_runs`
+fixture (tests/conftest.py), which the session's summary shows."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from mpi_helpers import child_env, launch_skip_reason, mpiexec, run_job
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+RESULTS_FILE = "pytest-results.json"  # written by tests/conftest.py on rank 0 of the launched run
 TIMEOUT_S = 300  # far above a normal run (~10 s per world size): only a hang gets there
 
 
@@ -23,7 +26,7 @@ def _report(command, output, log_dir):
 
 @pytest.mark.timeout(TIMEOUT_S + 60)  # the job's own timeout fires first, with the report
 @pytest.mark.parametrize("size", [2, 3])
-def test_multi_rank_suite(request, tmp_path, size):
+def test_multi_rank_suite(request, tmp_path, size, launched_runs):
     reason = launch_skip_reason(request.config)
     if reason:
         pytest.skip(reason)
@@ -37,9 +40,13 @@ def test_multi_rank_suite(request, tmp_path, size):
     if status != 0:
         pytest.fail(f"the {size}-rank run failed (exit status {status}, {elapsed:.1f} s)\n"
                     + _report(command, output, tmp_path), pytrace=False)
-    closing = [line for line in output.splitlines() if " passed" in line]
-    assert closing and "failed" not in closing[-1] and "error" not in closing[-1], output
-    print(f"{size} ranks: {closing[-1].strip()} ({elapsed:.1f} s with startup)")
+    results = json.loads((tmp_path / RESULTS_FILE).read_text())
+    assert results["world_size"] == size and len(results["ranks"]) == size, results
+    for rank in results["ranks"]:
+        counts = rank["counts"]
+        assert counts.get("passed", 0) > 0 and not counts.get("failed") and not counts.get("error"), \
+            _report(command, output, tmp_path)
+    launched_runs.append({**results, "seconds": elapsed})
 
 
 def test_launching_is_skipped_with_a_reason(request, monkeypatch):
@@ -55,3 +62,23 @@ def test_launching_is_skipped_with_a_reason(request, monkeypatch):
     monkeypatch.setattr(mpi_helpers.importlib.util, "find_spec",
                         lambda name: None if name == "mpi4py" else real_find_spec(name))
     assert launch_skip_reason(request.config).startswith("mpi4py is not installed")
+
+
+@pytest.mark.timeout(TIMEOUT_S + 60)
+def test_the_pytest_mpi_way_from_the_project_root(request, tmp_path):
+    """`mpiexec -n 2 python -m pytest tests --with-mpi`: this folder's conftest loads late (the rank-0
+    output is set up before the session starts all the same), single-process tests that use the
+    default communicator run as one process on each rank, and rank 0 shows every rank's counts."""
+    reason = launch_skip_reason(request.config)
+    if reason:
+        pytest.skip(reason)
+    selection = ("test_defaults_come_from_the_world or test_the_default_sampler_uses_the_world "
+                 "or test_use_world")
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "pytest", "tests", "--with-mpi", "-q",
+               "--color=no", "-p", "no:cacheprovider", "-k", selection]
+    status, output, elapsed = run_job(command, ROOT, child_env(tmp_path, 2), TIMEOUT_S)
+    assert status == 0, _report(command, output, tmp_path)
+    assert "INTERNALERROR" not in output + (tmp_path / "pytest-rank1.log").read_text()
+    ranks = json.loads((tmp_path / RESULTS_FILE).read_text())["ranks"]
+    assert [r["counts"] for r in ranks] == [ranks[0]["counts"]] * 2 and ranks[0]["counts"]["passed"] >= 6, ranks
+    assert "results on each of the 2 MPI ranks" in output and "rank 1: " in output, output

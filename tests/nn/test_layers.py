@@ -210,6 +210,7 @@ LAYERS = {  # factory(nn, to_tensor) builds the same layer in either library; th
     "Sequential": (lambda nn, T: nn.Sequential(nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3), nn.ReLU(),
                                                nn.MaxPool2d(2), nn.Flatten(), nn.Linear(6, 2)), [IMG]),
     "Dropout_eval": (lambda nn, T: nn.Dropout(0.3).eval(), [VEC]),
+    "Dropout2d_eval": (lambda nn, T: nn.Dropout2d(0.3).eval(), [IMG]),
     "Embedding": (lambda nn, T: nn.Embedding(6, 3, padding_idx=2), [IDX]),
     "Embedding_max_norm": (lambda nn, T: nn.Embedding(6, 3, max_norm=1.0, scale_grad_by_freq=True), [IDX]),
     "Flatten": (lambda nn, T: nn.Flatten(), [IMG]),

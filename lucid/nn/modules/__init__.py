@@ -24,7 +24,7 @@ from .activation import (
 )
 from .container import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d
-from .dropout import Dropout
+from .dropout import Dropout, Dropout2d
 from .embedding import Embedding
 from .flatten import Flatten, Unflatten
 from .linear import Identity, Linear
@@ -55,6 +55,7 @@ __all__ = [
                          "Conv2d",
                          "CrossEntropyLoss",
                          "Dropout",
+                         "Dropout2d",
                          "Embedding",
                          "Flatten",
                          "Hardsigmoid",

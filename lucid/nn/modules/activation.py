@@ -18,7 +18,7 @@ class _Elementwise(Module):
 
     _fn = None
 
-    def __init__(self, inplace: bool = False):
+    def __init__(self, inplace: bool = False) -> None:
         super().__init__()
         self.inplace = inplace
 
@@ -96,7 +96,7 @@ class Softsign(_Plain):
 class LeakyReLU(Module):
     """x for x > 0, negative_slope * x otherwise."""
 
-    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False):
+    def __init__(self, negative_slope: float = 1e-2, inplace: bool = False) -> None:
         super().__init__()
         self.negative_slope, self.inplace = negative_slope, inplace
 
@@ -110,7 +110,7 @@ class LeakyReLU(Module):
 class ELU(Module):
     """x for x > 0, alpha * (exp(x) - 1) otherwise."""
 
-    def __init__(self, alpha: float = 1.0, inplace: bool = False):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         self.alpha, self.inplace = alpha, inplace
 
@@ -131,7 +131,7 @@ class CELU(ELU):
 class GELU(Module):
     """x * Phi(x); `approximate="tanh"` uses the tanh approximation."""
 
-    def __init__(self, approximate: str = "none"):
+    def __init__(self, approximate: str = "none") -> None:
         super().__init__()
         if approximate not in ("none", "tanh"):
             raise ValueError(f"approximate argument must be either none or tanh (got {approximate!r})")
@@ -147,7 +147,7 @@ class GELU(Module):
 class Softplus(Module):
     """log(1 + exp(beta x)) / beta, linear above `threshold`."""
 
-    def __init__(self, beta: float = 1.0, threshold: float = 20.0):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
         self.beta, self.threshold = beta, threshold
 
@@ -161,7 +161,7 @@ class Softplus(Module):
 class Hardtanh(Module):
     """Clamp into [min_val, max_val]."""
 
-    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> None:
         super().__init__()
         if min_val > max_val:
             raise ValueError("min_val cannot be greater than max_val")
@@ -179,7 +179,7 @@ class _DimActivation(Module):
 
     _fn = None
 
-    def __init__(self, dim=None):
+    def __init__(self, dim: int | None = None) -> None:
         super().__init__()
         self.dim = dim
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import operator
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from ..module import Module
+
+if TYPE_CHECKING:
+    from ..._typing import Iterable
 
 
 def _index(idx, length: int) -> int:
@@ -79,7 +83,7 @@ class _ListLike(Module):
 class Sequential(_ListLike):
     """Modules called in order, each on the previous one's output: `Sequential(a, b)` or an OrderedDict."""
 
-    def __init__(self, *args):
+    def __init__(self, *args: Module | OrderedDict) -> None:
         super().__init__()
         if len(args) == 1 and isinstance(args[0], OrderedDict):
             for name, module in args[0].items():
@@ -100,7 +104,7 @@ class Sequential(_ListLike):
 class ModuleList(_ListLike):
     """A list of modules, registered so that parameters(), to() and state_dict() see them."""
 
-    def __init__(self, modules=None):
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
         super().__init__()
         if modules is not None:
             self.extend(modules)
@@ -112,7 +116,7 @@ class ModuleList(_ListLike):
 class ModuleDict(Module):
     """An ordered dict of modules, registered like attributes."""
 
-    def __init__(self, modules=None):
+    def __init__(self, modules: dict[str, Module] | Iterable[tuple[str, Module]] | None = None) -> None:
         super().__init__()
         if modules is not None:
             self.update(modules)

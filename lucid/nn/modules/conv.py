@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from ...ops.conv import padding_pairs, pair
 from .. import functional as F
 from .. import init
 from ..module import Module
 from ._common import empty_parameter
+
+if TYPE_CHECKING:
+    from ..._typing import Device, DTypeLike, IntOrPair
 
 _PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -44,8 +48,9 @@ class Conv2d(Module):
     Initialised like torch: weight by kaiming_uniform_(a=sqrt(5)), bias by U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: IntOrPair, stride: IntOrPair = 1,
+                 padding: IntOrPair | str = 0, dilation: IntOrPair = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Device | None = None, dtype: DTypeLike = None) -> None:
         super().__init__()
         stride = pair(stride, "stride")
         _check_conv_args(in_channels, out_channels, groups, padding, stride, padding_mode)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ... import autograd
 from .. import functional as F
 from .. import init
 from ..module import Module
 from ..parameter import Parameter
 from ._common import empty_parameter
+
+if TYPE_CHECKING:
+    from ..._typing import Device, DTypeLike
+    from ...tensor import Tensor
 
 
 class Embedding(Module):
@@ -21,9 +27,10 @@ class Embedding(Module):
         sparse: accepted; the gradient is a dense array (zero rows for unused indices).
     """
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None, max_norm=None,
-                 norm_type: float = 2.0, scale_grad_by_freq: bool = False, sparse: bool = False,
-                 _weight=None, _freeze: bool = False, device=None, dtype=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 max_norm: float | None = None, norm_type: float = 2.0, scale_grad_by_freq: bool = False,
+                 sparse: bool = False, _weight: Tensor | None = None, _freeze: bool = False,
+                 device: Device | None = None, dtype: DTypeLike = None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         if padding_idx is not None:

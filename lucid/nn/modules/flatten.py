@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ... import ops
 from ..module import Module
+
+if TYPE_CHECKING:
+    from ..._typing import Sequence
 
 
 class Flatten(Module):
     """Merge dimensions start_dim..end_dim (by default all but the batch dimension)."""
 
-    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
@@ -23,7 +28,7 @@ class Flatten(Module):
 class Unflatten(Module):
     """Split dimension `dim` into `unflattened_size` (one entry may be -1)."""
 
-    def __init__(self, dim: int, unflattened_size):
+    def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:
         super().__init__()
         if not isinstance(unflattened_size, (tuple, list)) or not all(
                 isinstance(n, int) for n in unflattened_size):

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from .. import functional as F
 from .. import init
 from ..module import Module
 from ._common import empty_parameter
 
+if TYPE_CHECKING:
+    from ..._typing import Device, DTypeLike
+
 
 class Identity(Module):
     """Returns its input unchanged (any constructor arguments are ignored, as in torch)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__()
 
     def forward(self, input):
@@ -27,7 +31,8 @@ class Linear(Module):
     and bias by U(-1/sqrt(in_features), 1/sqrt(in_features)).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Device | None = None,
+                 dtype: DTypeLike = None) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ...tensor import Tensor
@@ -10,12 +12,15 @@ from .. import init
 from ..module import Module
 from ._common import empty_parameter, full_buffer
 
+if TYPE_CHECKING:
+    from ..._typing import Device, DTypeLike, Shape
+
 
 class LayerNorm(Module):
     """Normalize over the trailing `normalized_shape` dimensions; optional learnable weight (ones) and bias (zeros)."""
 
-    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True,
-                 device=None, dtype=None):
+    def __init__(self, normalized_shape: Shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device: Device | None = None, dtype: DTypeLike = None) -> None:
         super().__init__()
         if isinstance(normalized_shape, int):
             normalized_shape = (normalized_shape,)
@@ -55,8 +60,9 @@ class _BatchNorm(Module):
     in eval the running statistics normalize.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
-                 track_running_stats: bool = True, device=None, dtype=None, *, bias: bool = True):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, device: Device | None = None, dtype: DTypeLike = None, *,
+                 bias: bool = True) -> None:
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
