@@ -1,7 +1,10 @@
 """python -m distributed.checkpoint inspect PATH | consolidate PATH OUT
 
-Exit status: 0 on success; 1 when `inspect` finds damaged shard files (the report says which);
-2 for anything it cannot read or write (one `error: ...` line on stderr, never a traceback).
+Exit status: 0 on success; 1 when `inspect` finds shard files that fail verification (missing, of the
+wrong size, not regular files, headers or SHA-256 that do not match the manifest: the report says
+which); 2 for anything it cannot read or write at all (a missing, malformed or crafted pointer or
+manifest, an output it must refuse, a usage error). Every failure ends with one `error: ...` line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
             info = inspect(args.path)
             _print_inspection(info)
             if info["checksums"] != "ok":
-                print(f"error: {len(info['checksums'])} shard file(s) damaged", file=sys.stderr)
+                print(f"error: {len(info['checksums'])} of {len(info['files'])} shard files failed verification: "
+                      + _one_line("; ".join(info["checksums"])), file=sys.stderr)
                 return 1
             return 0
         consolidate(args.path, args.out)
