@@ -64,18 +64,32 @@ def describe_difference(specs: list) -> str:
     """Name the first (what, value) pair where ranks' descriptions differ, and which ranks hold what."""
     for position in range(max(len(s) for s in specs)):
         items = [s[position] if position < len(s) else ("(nothing)", None) for s in specs]
-        holders = _by_value([repr(item) for item in items])
-        if len(holders) == 1:
-            continue
-        what = items[0][0]
-        values = [item[1] for item in items]
-        if all(isinstance(v, list) for v in values):  # name the first differing element, not the list
-            for index in range(max(len(v) for v in values)):
-                elements = [repr(v[index]) if index < len(v) else "(nothing)" for v in values]
-                if len(set(elements)) > 1:
-                    return f"{what}, item {index}: " + _held(elements)
-        return f"{what}: " + _held([repr(v) for v in values])
+        if len({repr(item) for item in items}) > 1:
+            return _narrow(items[0][0], [item[1] for item in items])
     return "their descriptions differ"
+
+
+class _Nothing:
+    def __repr__(self) -> str:
+        return "(nothing)"
+
+
+_NOTHING = _Nothing()
+
+
+def _narrow(what: str, values: list) -> str:
+    """Descend into lists and dicts to the first element where the ranks' values differ."""
+    while True:
+        if all(isinstance(v, list) for v in values):  # (a tuple is one value: (name, shape, dtype))
+            keys = range(max(len(v) for v in values))
+            pick, name = (lambda v, k: v[k] if k < len(v) else _NOTHING), "item {}"
+        elif all(isinstance(v, dict) for v in values):
+            keys = list(dict.fromkeys(k for v in values for k in v))
+            pick, name = (lambda v, k: v.get(k, _NOTHING)), "{!r}"
+        else:
+            return f"{what}: " + _held([repr(v) for v in values])
+        key = next(k for k in keys if len({repr(pick(v, k)) for v in values}) > 1)
+        what, values = f"{what}, {name.format(key)}", [pick(v, key) for v in values]
 
 
 def _by_value(values: list) -> dict:

@@ -31,6 +31,7 @@ from ._manifest import validate
 from ._shards import shard_metadata, write_shard
 
 _FAILED = "checkpoint save failed; the previous checkpoint (if any) is untouched: "
+_MODEL = "model entries (name, shape, dtype)"
 
 
 @dataclass
@@ -64,16 +65,16 @@ def prepare(directory: str, model, target, extra, rank: int, world_size: int) ->
     if model is not None:
         _prepare_model(plan, model, rank, world_size)
     else:
-        plan.spec.append(("model", None))
+        plan.spec.append((_MODEL, None))
     if target.optimizer is not None:
         _prepare_optimizer(plan, target, rank, world_size)
     else:
-        plan.spec.append(("optimizer", None))
+        plan.spec.append(("optimizer class", None))
     structure, arrays = to_structure(extra if extra is not None else {})
     if arrays:
         raise TypeError("checkpoint extra must be JSON-able (numbers, strings, lists, dicts), not arrays")
     plan.sections["extra"] = structure
-    plan.spec.append(("extra", structure))
+    plan.spec.append(("extra", extra))
     return plan
 
 
@@ -87,8 +88,7 @@ def _prepare_model(plan: Plan, model, rank: int, world_size: int) -> None:
         if is_parameter:
             plan.fingerprints.append((f"model entry {name!r}", fingerprint(array)))
     plan.sections["model"] = {"entries": entries}
-    plan.spec.append(("model entries (name, shape, dtype)",
-                      [(e["name"], tuple(e["shape"]), e["dtype"]) for e in entries]))
+    plan.spec.append((_MODEL, [(e["name"], tuple(e["shape"]), e["dtype"]) for e in entries]))
 
 
 def _prepare_optimizer(plan: Plan, target, rank: int, world_size: int) -> None:
@@ -101,7 +101,9 @@ def _prepare_optimizer(plan: Plan, target, rank: int, world_size: int) -> None:
               for p in target.params]
     section = {"class": type(optimizer).__name__, "param_groups": groups,
                "group_sizes": [len(g["params"]) for g in optimizer.param_groups], "params": params}
-    plan.spec += [("optimizer class", section["class"]), ("hyperparameters", groups),
+    plan.spec += [("optimizer class", section["class"]),
+                  ("hyperparameters of group", [{k: v for k, v in g.items() if k != "params"}
+                                                for g in optimizer.param_groups]),
                   ("parameter group sizes", section["group_sizes"]),
                   ("optimizer parameters (name, shape, dtype)",
                    [(p["name"], tuple(p["shape"]), p["dtype"]) for p in params]),
@@ -132,7 +134,7 @@ def _elementwise_state(plan: Plan, target, rank: int, world_size: int) -> dict:
             entries.append({"param": k, "name": name, "dtype": value.dtype.name})
             if not target.sharded:
                 plan.fingerprints.append((f"optimizer state {name!r} of parameter {k}", fingerprint(value)))
-    plan.spec += [("scalar state", scalars), ("optimizer state entries", [(e["param"], e["name"]) for e in entries])]
+    plan.spec += [("scalar state of parameter", scalars), ("optimizer state entries", [(e["param"], e["name"]) for e in entries])]
     return {"scalars": scalars, "state": entries}
 
 
