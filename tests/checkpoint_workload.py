@@ -8,6 +8,7 @@ import functools
 import hashlib
 import json
 import pathlib
+import struct
 
 import numpy as np
 
@@ -115,3 +116,16 @@ def refresh_shard_checksum(path: pathlib.Path) -> None:
             entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
             entry["bytes"] = path.stat().st_size
     write_manifest_as_attacker(directory, manifest)
+
+
+def rewrite_shard_header(path: pathlib.Path, change) -> None:
+    """Apply `change(header)` to a shard's safetensors header (the file stays valid safetensors), then fix
+    the manifest's SHA-256 and size for it."""
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    change(header)
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+    refresh_shard_checksum(path)

@@ -18,7 +18,6 @@ import pickle
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -38,7 +37,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the shared workload (this file also runs as an mpiexec script)
 from checkpoint_workload import (HIDDEN, IN, OUT, batch, edit_manifest, flat_params, flip_byte,  # noqa: E402
                                  make_model, make_optimizer, manifest_path, read_manifest, refresh_shard_checksum,
-                                 shard,
+                                 rewrite_shard_header, shard,
                                  train, uninterrupted)
 
 SAVED = [f"{name}-{kind}" for name in ("adam", "sgd") for kind in ("replicated", "sharded")]
@@ -553,18 +552,6 @@ def unpickling_fails(monkeypatch):
         yield
 
 
-def rewrite_shard_metadata(path: pathlib.Path, metadata: dict) -> None:
-    """Put `metadata` into a shard's safetensors header, keeping it a valid file; fix the manifest's checksum."""
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
-    header["__metadata__"].update(metadata)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
-    refresh_shard_checksum(path)
-
-
 def test_a_crafted_checkpoint_loads_as_data_or_fails_cleanly_and_never_runs_code(tmp_path, payload, monkeypatch):
     data, marker = payload
     text = data.decode("latin-1")
@@ -575,7 +562,8 @@ def test_a_crafted_checkpoint_loads_as_data_or_fails_cleanly_and_never_runs_code
     # 1. pickle bytes in `extra` and in a shard's safetensors metadata: just data
     extra = {"note": text, "b64": base64.b64encode(data).decode(), "dict": {"__reduce__": text}}
     checkpoint.save(directory, model=model, optimizer=opt, extra=extra)
-    rewrite_shard_metadata(shard(directory, 0), {"payload": text, "__reduce__": base64.b64encode(data).decode()})
+    rewrite_shard_header(shard(directory, 0), lambda header: header["__metadata__"].update(
+        payload=text, __reduce__=base64.b64encode(data).decode()))
     live = make_model(1)
     lopt = make_optimizer("adam", live)
     with unpickling_fails(monkeypatch):

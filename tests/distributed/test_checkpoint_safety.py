@@ -37,7 +37,8 @@ from distributed.comm import SelfComm
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the shared workload
 from checkpoint_workload import (HIDDEN, IN, edit_manifest, flat_params, make_model, make_optimizer,  # noqa: E402
-                                 manifest_path, published, read_manifest, refresh_shard_checksum, shard, train)
+                                 manifest_path, published, read_manifest, refresh_shard_checksum,
+                                 rewrite_shard_header, shard, train)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -364,24 +365,13 @@ def test_a_crafted_manifest_raises_naming_file_and_field_and_changes_nothing(sav
 # ---------------------------------------------------------------------------------------- dtypes and metadata
 
 
-def _rewrite_header(path: pathlib.Path, change) -> None:
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
-    change(header)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
-    refresh_shard_checksum(path)
-
-
 def test_dtypes_must_agree_between_shard_manifest_and_live_tensor(saved, tmp_path):
     directory = saved[0]
     original = tmp_path / "original"
     shutil.copytree(directory, original)
     # the shard says float16 (or int8, bool) where the manifest says float32
     for code in ("F16", "I8", "BOOL"):
-        _rewrite_header(shard(directory, 0), lambda h, c=code: h["model/0.weight"].update(dtype=c))
+        rewrite_shard_header(shard(directory, 0), lambda h, c=code: h["model/0.weight"].update(dtype=c))
         fails_and_changes_nothing(directory, rf"shard-00000-of-00001\.safetensors: 'model/0\.weight' is stored as "
                                              rf"{code}; the manifest says float32")
         shutil.rmtree(directory)
@@ -407,15 +397,15 @@ def test_a_shard_of_another_save_or_rank_is_refused(saved, tmp_path):
                                          r"the manifest's .*a shard of another save or rank")
     shutil.rmtree(directory)
     checkpoint.save(directory, model=model, optimizer=opt, extra={"epoch": 3})
-    _rewrite_header(shard(directory, 0), lambda h: h["__metadata__"].update(rank="1"))
+    rewrite_shard_header(shard(directory, 0), lambda h: h["__metadata__"].update(rank="1"))
     fails_and_changes_nothing(directory, r"header metadata \{.*'rank': '1'")
     shutil.rmtree(directory)
     checkpoint.save(directory, model=model, optimizer=opt, extra={"epoch": 3})
-    _rewrite_header(shard(directory, 0), lambda h: h.update({"model/extra": h["model/0.bias"]}))
+    rewrite_shard_header(shard(directory, 0), lambda h: h.update({"model/extra": h["model/0.bias"]}))
     fails_and_changes_nothing(directory, r"holds tensors \['model/extra'\] the manifest does not put here")
     shutil.rmtree(directory)
     checkpoint.save(directory, model=model, optimizer=opt, extra={"epoch": 3})
-    _rewrite_header(shard(directory, 0), lambda h: h["model/0.bias"].update(data_offsets=[0, 44]))
+    rewrite_shard_header(shard(directory, 0), lambda h: h["model/0.bias"].update(data_offsets=[0, 44]))
     fails_and_changes_nothing(directory, r"'model/0\.bias' has data offsets \[0, 44\] that do not fit")
 
 

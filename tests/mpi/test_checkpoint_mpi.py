@@ -29,7 +29,8 @@ from distributed.comm import MPIComm, SelfComm
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the shared workload
 from checkpoint_workload import (HIDDEN, IN, OUT, batch, flat_params, flip_byte, make_model,  # noqa: E402
-                                 edit_manifest, make_optimizer, shard, train, uninterrupted)
+                                 edit_manifest, make_optimizer, rewrite_shard_header, shard, train,
+                                 uninterrupted)
 
 pytestmark = pytest.mark.mpi(min_size=2)
 TIMEOUT = {"timeout": 90, "method": "thread"}  # thread: also ends a rank stuck inside an MPI call
@@ -227,13 +228,31 @@ DAMAGE = {
                               lambda n: r"another model: missing \['0\.bias'.*unexpected \['encoder\.bias'"),
     "another optimizer class": (lambda d, n, o: replace_with(d, o),
                                 lambda n: r"holds SGD state; the optimizer is a Adam"),
+    # crafted, checksums fixed: found while validating the manifest (on every rank), or, for the header,
+    # only by the rank that opens the last shard (reading it when sharded, checking it when not)
+    "a header lying about dtypes": (lambda d, n, o: _lie_about_dtype(shard(d, n - 1)),
+                                    lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.safetensors: '[\w/.]+' is stored as "
+                                              r"I8; the manifest says float32"),
+    "a step of null": (lambda d, n, o: edit_manifest(d, lambda m: m["optimizer"]["scalars"]["3"].update(step=None)),
+                       lambda n: r"field optimizer\.scalars\.3\.step: expected a number, found null"),
+    "an unknown dtype": (lambda d, n, o: edit_manifest(d, lambda m: m["optimizer"]["state"][-1].update(dtype="bf16")),
+                         lambda n: r"'bf16' is not one of"),
 }
+
+
+def _lie_about_dtype(path: pathlib.Path) -> None:
+    """Mark every tensor of a shard int8 in its header (checksums fixed)."""
+    rewrite_shard_header(path, lambda header: [info.update(dtype="I8") for key, info in header.items()
+                                               if key != "__metadata__"])
+
+
 OTHER = {"another model (shapes)": "shapes", "another model (names)": "names", "another optimizer class": "class"}
 
 
 def local_snapshot(model, opt) -> dict:
     """This rank's parameters and its own state arrays (its shard when sharded): no collective."""
-    values = {"params": flat_params(model).copy()}
+    values = {"params": flat_params(model).copy(),
+              "groups": np.array(repr([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]))}
     for k, p in enumerate(model.parameters()):
         for name, value in (opt.optimizer.state.get(p) or {}).items():
             values[f"{k}/{name}"] = np.array(value, copy=True)
@@ -261,6 +280,7 @@ def test_a_damaged_checkpoint_raises_the_same_clear_error_on_every_rank_and_load
     live = make_model(1)
     lopt = wrap(make_optimizer("adam", live), live, sharded, world)
     train(live, lopt, range(1), world.rank, world.size)  # live state that must survive
+    lopt.param_groups[1]["lr"] = 0.125  # and live hyperparameters
     before = local_snapshot(live, lopt)
     try:
         checkpoint.load(path, model=live, optimizer=lopt)
@@ -270,6 +290,9 @@ def test_a_damaged_checkpoint_raises_the_same_clear_error_on_every_rank_and_load
     except Exception as exc:  # noqa: BLE001 - reported below, on every rank
         outcome = f"{type(exc).__name__} instead of CheckpointError: {exc}"
     problems = [] if re.search(message(world.size), outcome) else [f"rank {world.rank}: {outcome}"]
+    outcomes = world.allgather_object(outcome)
+    if len(set(outcomes)) != 1:
+        problems.append(f"ranks raised different errors: {outcomes}")
     after = local_snapshot(live, lopt)
     if after.keys() != before.keys() or any(not np.array_equal(after[k], before[k]) for k in before):
         problems.append(f"rank {world.rank}: the failed load changed the parameters or the state")
