@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime
 import errno
-import json
 import os
 import socket
 import stat
@@ -34,6 +33,7 @@ from lucid.serialization import atomic_write
 from ._format import (FORMAT, LOCK, MANIFEST, POINTER, VERSION, CheckpointError, Field, canonical,
                       is_own_file_name, is_save_dir_name, is_temporary_name, parse_json)
 
+_HOLDER = 256  # bytes of the lock file that name the saving process
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -168,7 +168,7 @@ class SaveLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = os.pread(fd, _HOLDER, 0).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
             raise CheckpointError(f"{self.path}: another save into this checkpoint directory is in progress "
                                   f"({holder}); this save wrote nothing") from None
@@ -177,8 +177,7 @@ class SaveLock:
                           "saves into it will not be detected", RuntimeWarning, stacklevel=3)
         holder = (f"pid {os.getpid()} on {socket.gethostname()}, since "
                   f"{datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder.encode(), 0)
+        os.pwrite(fd, holder.encode()[:_HOLDER].ljust(_HOLDER), 0)  # fixed size: no truncation (no metadata)
         self.fd = fd
 
     def release(self) -> None:
@@ -210,10 +209,10 @@ def publish(path: str, save: str, manifest_sha256: str) -> None:
 
 
 def write_json(path: str, document: dict) -> None:
-    """Write a JSON document atomically (flushed to disk before the rename)."""
+    """Write a JSON document atomically, in its canonical encoding (one line: the C encoder, no indent)."""
     def write(tmp_path):
-        with open(tmp_path, "w") as f:
-            json.dump(document, f, indent=1, allow_nan=False)
+        with open(tmp_path, "wb") as f:
+            f.write(canonical(document) + b"\n")
             f.flush()
             os.fsync(f.fileno())
     atomic_write(path, write)
