@@ -276,13 +276,13 @@ def _loads_exactly_the_saved(directory, model, opt) -> None:
 
 @pytest.mark.timeout(120)
 def test_any_damage_to_the_manifest_or_the_pointer_raises_or_loads_exactly_what_was_saved(saved):
-    """A byte-flip fuzz: every sixth byte of the manifest and every byte of LATEST, one random bit each."""
+    """A byte-flip fuzz: every third byte of the manifest and every byte of LATEST, one random bit each."""
     directory, model, opt = saved
     rng = random.Random(10)
     live, lopt = trained(1)
     before = snapshot(live, lopt)
     outcomes = {"raised": 0, "loaded": 0}
-    for path, stride in ((manifest_path(directory), 6), (directory / "LATEST", 1)):
+    for path, stride in ((manifest_path(directory), 3), (directory / "LATEST", 1)):
         original = path.read_bytes()
         for offset in range(rng.randrange(stride), len(original), stride):
             damaged = bytearray(original)
@@ -298,11 +298,12 @@ def test_any_damage_to_the_manifest_or_the_pointer_raises_or_loads_exactly_what_
             live, lopt = trained(1)
         path.write_bytes(original)
         assert_same(snapshot(live, lopt), before)
-    assert outcomes["raised"] > 600, outcomes
+    tried = sum(outcomes.values())
+    assert tried > 700 and outcomes["raised"] >= 0.9 * tried, outcomes
     # and one digit changed, keeping valid JSON: refused by the checksum (today it moved values silently)
     text = manifest_path(directory).read_text()
-    manifest_path(directory).write_text(text.replace('"lr": 0.02', '"lr": 0.03', 1) if '"lr": 0.02' in text
-                                        else text.replace("0.02", "0.03", 1))
+    assert '["lr",0.02]' in text
+    manifest_path(directory).write_text(text.replace('["lr",0.02]', '["lr",0.03]', 1))
     fails_and_changes_nothing(directory, r"manifest\.json: its content does not match its manifest_sha256")
 
 
