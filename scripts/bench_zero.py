@@ -207,7 +207,7 @@ def print_run(run: dict, config: dict) -> None:
                  "MB/s all ranks"], rows)
     print(f"fsync of {run['io']['numpy.save']['mb_per_rank']:.0f} MB per rank costs "
           f"{run['io']['fsync cost']['ms']:.0f} ms (numpy.save + fsync - numpy.save); checkpoint.save includes "
-          "SHA-256, fsync of every shard and of the manifest; loads read files the page cache holds")
+          "SHA-256, fsync of every shard, the manifest and LATEST; loads verify and read files the page cache holds")
 
 
 def print_table(headers, rows) -> None:

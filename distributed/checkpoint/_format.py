@@ -124,15 +124,26 @@ def check_depth(document, where: str, limit: int = MAX_DEPTH) -> None:
 
 
 class Field:
-    """A position in a parsed document ("manifest.json", field optimizer.state[3].pieces), for errors."""
+    """A position in a parsed document ("manifest.json", field optimizer.state[3].pieces), for errors.
 
-    def __init__(self, file: str, path: str = ""):
-        self.file, self.path = file, path
+    Cheap to make (a manifest has thousands of fields): the path is spelled out only for a message.
+    """
+
+    __slots__ = ("file", "parent", "key")
+
+    def __init__(self, file: str, parent: Field | None = None, key=None):
+        self.file, self.parent, self.key = file, parent, key
 
     def __getitem__(self, key) -> Field:
-        if isinstance(key, int):
-            return Field(self.file, f"{self.path}[{key}]")
-        return Field(self.file, f"{self.path}.{key}" if self.path else str(key))
+        return Field(self.file, self, key)
+
+    @property
+    def path(self) -> str:
+        keys, field = [], self
+        while field.parent is not None:
+            keys.append(field.key)
+            field = field.parent
+        return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in reversed(keys)).lstrip(".")
 
     def fail(self, message: str):
         where = f"field {self.path}: " if self.path else ""
@@ -144,12 +155,13 @@ class Field:
         """A JSON object with exactly the `required` keys and any of the `optional` ones."""
         if not isinstance(value, dict):
             self.fail(f"expected an object, found {_kind(value)}")
-        missing = [k for k in required if k not in value]
-        if missing:
-            self.fail(f"missing key {missing[0]!r}")
-        unknown = sorted(set(value) - set(required) - set(optional))
-        if unknown:
-            self.fail(f"unexpected key {unknown[0]!r}")
+        for key in required:
+            if key not in value:
+                self.fail(f"missing key {key!r}")
+        if len(value) > len(required):
+            unknown = sorted(set(value) - set(required) - set(optional))
+            if unknown:
+                self.fail(f"unexpected key {unknown[0]!r}")
         return value
 
     def mapping(self, value) -> dict:
@@ -175,7 +187,7 @@ class Field:
             self.fail(f"expected a string, found {_kind(value)}")
         if choices is not None and value not in choices:
             self.fail(f"{value[:80]!r} is not one of {sorted(choices)}")
-        if pattern is not None and re.fullmatch(pattern, value) is None:
+        if pattern is not None and _compiled(pattern).fullmatch(value) is None:
             self.fail(f"{value[:80]!r} is not a valid value here")
         return value
 
@@ -196,10 +208,22 @@ class Field:
         items = self.list(value)
         if len(items) > MAX_NDIM:
             self.fail(f"{len(items)} dimensions (at most {MAX_NDIM})")
-        shape = tuple(self[i].int(n) for i, n in enumerate(items))
+        if not all(type(n) is int and 0 <= n <= MAX_NUMEL for n in items):
+            [self[i].int(n) for i, n in enumerate(items)]  # raises, naming the dimension
+        shape = tuple(items)
         if math.prod(shape) > MAX_NUMEL:
             self.fail(f"shape {shape} has more than {MAX_NUMEL} elements")
         return shape
+
+
+_PATTERNS = {}
+
+
+def _compiled(pattern: str):
+    compiled = _PATTERNS.get(pattern)
+    if compiled is None:
+        compiled = _PATTERNS[pattern] = re.compile(pattern)
+    return compiled
 
 
 def _kind(value) -> str:

@@ -18,10 +18,11 @@ import numpy as np
 
 from lucid.serialization import from_structure
 
-from ._format import (CHECKSUM_KEY, FORMAT, MAX_WORLD_SIZE, VERSION, CheckpointError, Field,
+from ._format import (CHECKSUM_KEY, DTYPE_CODES, FORMAT, MAX_WORLD_SIZE, VERSION, CheckpointError, Field,
                       shard_name)
 
 _NAME = r"[^\x00-\x1f/]{1,512}"   # a state or tensor name: printable, no path separator
+NAME = re.compile(_NAME)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,11 @@ def check_pieces(value, numel: int, world_size: int, where: Field) -> tuple:
     """The pieces [[rank, start, stop], ...] of a tensor of `numel` elements, checked to partition it."""
     pieces, seen, expected = [], set(), 0
     for i, item in enumerate(where.list(value)):
-        rank, start, stop = (where[i][j].int(v) for j, v in enumerate(where[i].list(item, 3)))
+        if not (type(item) is list and len(item) == 3 and all(type(v) is int for v in item)):
+            rank, start, stop = (where[i][j].int(v) for j, v in enumerate(where[i].list(item, 3)))  # raises
+        rank, start, stop = item
+        if rank < 0 or start < 0:
+            where[i].fail(f"{min(rank, start)} is out of range [0, {world_size}]")
         if rank >= world_size:
             where[i].fail(f"rank {rank} does not exist (the checkpoint was saved by {world_size} ranks)")
         if start != expected:
@@ -94,8 +99,9 @@ def validate(document, file: str, sha256: str) -> Manifest:
         manifest.model = _model(document["model"], manifest, top["model"])
     if document["optimizer"] is not None:
         manifest.optimizer = _optimizer(document["optimizer"], manifest, top["optimizer"])
+    itemsize = {name: np.dtype(name).itemsize for name in DTYPE_CODES}
     for rank, expected in enumerate(manifest.by_rank):  # a cheap cap before any allocation
-        data = sum((stop - start) * np.dtype(dtype).itemsize for start, stop, dtype in expected.values())
+        data = sum((stop - start) * itemsize[dtype] for start, stop, dtype in expected.values())
         if data > manifest.files[rank]["bytes"]:
             top["files"][rank].fail(f"the pieces of rank {rank} need {data} bytes; its file has "
                                     f"{manifest.files[rank]['bytes']}")

@@ -4,8 +4,9 @@
    any difference or error raises the same CheckpointError everywhere, before anything is written.
 2. Rank 0 takes the directory's save lock and creates a fresh `save-<id>/`; every rank writes its
    shard there in parallel (SHA-256 taken while writing) and reports the pieces it wrote.
-3. Rank 0 assembles the manifest from those reports, checks it with the loader's own validation,
-   writes it, publishes the save by renaming LATEST, removes older save directories and unlocks.
+3. Rank 0 assembles the manifest from those reports, checks that the pieces partition every tensor
+   (names and dtypes were checked while preparing), writes it, publishes the save by renaming
+   LATEST, removes older save directories and unlocks.
 A failure at any step removes this save's directory and leaves LATEST, and the checkpoint it
 names, as they were; every rank raises.
 """
@@ -13,6 +14,7 @@ names, as they were; every rank raises.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -24,10 +26,10 @@ from lucid.serialization import to_structure
 
 from . import _directory as disk
 from ._agree import agree, fingerprint
-from ._format import (CHECKSUM_KEY, DTYPE_CODES, FORMAT, MANIFEST, VERSION, CheckpointError, checksum,
+from ._format import (CHECKSUM_KEY, DTYPE_CODES, FORMAT, MANIFEST, VERSION, CheckpointError, Field, checksum,
                       save_dir_name, shard_name)
 from ._layout import model_piece, rank0_piece
-from ._manifest import validate
+from ._manifest import NAME, check_pieces
 from ._shards import shard_metadata, write_shard
 
 _FAILED = "checkpoint save failed; the previous checkpoint (if any) is untouched: "
@@ -47,6 +49,9 @@ class Plan:
     def add(self, key: str, array, start: int, stop: int) -> None:
         if np.dtype(array.dtype).name not in DTYPE_CODES:
             raise TypeError(f"checkpoint cannot store {key!r} of dtype {array.dtype}")
+        name = key.split("/")[-1]
+        if key.count("/") != (2 if key.startswith("optim/") else 1) or NAME.fullmatch(name) is None:
+            raise TypeError(f"checkpoint cannot store {key!r}: names are 1 to 512 printable characters, no '/'")
         if stop > start:
             self.tensors[key], self.pieces[key] = array, [start, stop]
 
@@ -134,7 +139,8 @@ def _elementwise_state(plan: Plan, target, rank: int, world_size: int) -> dict:
             entries.append({"param": k, "name": name, "dtype": value.dtype.name})
             if not target.sharded:
                 plan.fingerprints.append((f"optimizer state {name!r} of parameter {k}", fingerprint(value)))
-    plan.spec += [("scalar state of parameter", scalars), ("optimizer state entries", [(e["param"], e["name"]) for e in entries])]
+    plan.spec += [("scalar state of parameter", scalars),
+                  ("optimizer state entries", [(e["param"], e["name"]) for e in entries])]
     return {"scalars": scalars, "state": entries}
 
 
@@ -207,7 +213,7 @@ def _finish(directory: str, save_id: str, plan: Plan, infos: list, world_size: i
         if errors:
             raise CheckpointError("; ".join(errors))
         manifest = assemble(save_id, plan, [i for i, _ in infos], world_size)
-        validate(manifest, os.path.join(save_path, MANIFEST), manifest[CHECKSUM_KEY])  # what a load will check
+        check_partitions(manifest, os.path.join(save_path, MANIFEST))  # the one part the ranks assembled
         disk.write_json(os.path.join(save_path, MANIFEST), manifest)
         disk.publish(directory, save_dir_name(save_id), manifest[CHECKSUM_KEY])
     except Exception as exc:  # noqa: BLE001 - every rank raises; the previous checkpoint stays published
@@ -220,6 +226,17 @@ def _finish(directory: str, save_id: str, plan: Plan, infos: list, world_size: i
         pass  # the new checkpoint is published; an older save directory left behind goes next time
     lock.release()
     return manifest, None
+
+
+def check_partitions(manifest: dict, file: str) -> None:
+    """Check that the pieces the ranks reported partition every tensor (as a load will check them)."""
+    params = manifest["optimizer"]["params"] if manifest["optimizer"] else []
+    section = manifest["optimizer"] or {}
+    records = [(e, e["shape"]) for e in (manifest["model"] or {}).get("entries", [])]
+    records += [(e, params[e["param"]]["shape"]) for e in section.get("state", [])]
+    records += [(t, t["shape"]) for t in section.get("plain_tensors", [])]
+    for record, shape in records:
+        check_pieces(record["pieces"], math.prod(shape), manifest["world_size"], Field(file)["pieces"])
 
 
 def assemble(save_id: str, plan: Plan, infos: list, world_size: int) -> dict:

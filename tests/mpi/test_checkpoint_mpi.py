@@ -312,7 +312,8 @@ def test_a_crafted_manifest_fails_on_every_rank_before_anything_is_loaded(world,
     train(model, opt, range(2), world.rank, world.size)
     checkpoint.save(path, model=model, optimizer=opt, extra={"v": 1})
     if world.rank == 0:
-        edit_manifest(path, lambda m: m.update(extra={"pickle": "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAR0cnVllIWUUpQu"}))
+        pickled = "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAR0cnVllIWUUpQu"
+        edit_manifest(path, lambda m: m.update(extra={"pickle": pickled}))
     world.barrier()
     live = make_model(1)
     lopt = wrap(make_optimizer("adam", live), live, True, world)
