@@ -90,6 +90,17 @@ class DistributedOptimizer:
     def _step_count(self) -> int:
         return self.optimizer._step_count
 
+    @property
+    def flat_buffers(self) -> list:
+        """The flat buffers this optimizer reduces and steps, in order (read them; do not modify them).
+
+        Each has `params`, `span(i)` (parameter i's [start, stop) in the flat arrays) and `storage`, whose
+        `span` is the flat range whose optimizer state this rank holds (all of it unless `shard_state`)
+        and whose `view(name, i)` is parameter i's part of state `name`. Checkpoints save and load each
+        rank's own part through it.
+        """
+        return list(self._flats)
+
     def register_step_pre_hook(self, hook):
         return self.optimizer.register_step_pre_hook(hook)
 

@@ -45,6 +45,9 @@ _DTYPES = frozenset(np.dtype(t) for t in (
     np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64,
     np.float16, np.float32, np.float64, np.complex64))
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+# safetensors' codes for those dtypes: anything else in a file (BF16, F8_*) is refused by name
+_CODES = frozenset({"BOOL", "I8", "U8", "I16", "U16", "I32", "U32", "I64", "U64", "F16", "F32", "F64", "C64"})
+MAX_DEPTH = 200  # nesting of a saved structure (a state dict nests 4 levels; its encoding about 3x that)
 
 
 # ---------------------------------------------------------------------------------------- save
@@ -122,15 +125,37 @@ def to_structure(obj) -> tuple:
     and user extras, so one encoding serves both formats.
     """
     encoder = _Encoder()
-    return encoder.encode(obj, ()), encoder.tensors
+    too_deep_error = ValueError(f"cannot save an object nested this deeply: its structure may nest at most "
+                                f"{MAX_DEPTH} JSON levels (a list adds one, a dict or tuple two or three)")
+    try:
+        structure = encoder.encode(obj, ())
+    except RecursionError:
+        raise too_deep_error from None
+    if too_deep(structure, MAX_DEPTH):
+        raise too_deep_error
+    return structure, encoder.tensors
+
+
+def too_deep(node, limit: int) -> bool:
+    """True when the JSON value `node` nests lists/dicts more than `limit` levels (checked iteratively)."""
+    stack = [(node, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def from_structure(structure, arrays: dict, source: str):
-    """Rebuild the object `to_structure` encoded; `source` names the file in error messages."""
-    try:
-        return _Decoder(arrays, source, None).decode(structure)
-    except RecursionError:
-        raise ValueError(f"{source}: not a valid structure: nested too deeply") from None
+    """Rebuild the object `to_structure` encoded; `source` names the file in error messages.
+
+    Raises:
+        ValueError: naming `source`, for any malformed structure (unknown entries, missing arrays,
+            nesting deeper than MAX_DEPTH).
+    """
+    return _Decoder(arrays, source, None, "not a valid structure").decode_checked(structure)
 
 
 def _create_temp(path: str) -> str:
@@ -183,13 +208,13 @@ def save(obj, path) -> None:
 
     Raises:
         TypeError: for an unsupported value, key or dtype; the message names its key path.
+        ValueError: for an object nested too deeply to load back.
     """
     path = os.fspath(path)
-    encoder = _Encoder()
-    structure = encoder.encode(obj, ())
+    structure, tensors = to_structure(obj)
     metadata = {FORMAT_KEY: FORMAT_VERSION,
                 STRUCTURE_KEY: json.dumps(structure, allow_nan=False, separators=(",", ":"))}
-    atomic_write(path, lambda tmp_path: _write_file(encoder.tensors, metadata, tmp_path))
+    atomic_write(path, lambda tmp_path: _write_file(tensors, metadata, tmp_path))
 
 
 def atomic_write(path: str, write) -> None:
@@ -216,14 +241,21 @@ def atomic_write(path: str, write) -> None:
 class _Decoder:
     """Rebuilds an object from its JSON structure and the file's arrays."""
 
-    def __init__(self, arrays: dict, path: str, device):
+    def __init__(self, arrays: dict, path: str, device, problem: str = "not a valid lucid.save file"):
         self.arrays = arrays
         self.path = path
         self.device = device
+        self.problem = problem
         self._placed = {}  # name -> array on `device`, so a shared array stays shared
 
     def fail(self, what: str):
-        raise ValueError(f"{self.path}: not a valid lucid.save file: {what}")
+        raise ValueError(f"{self.path}: {self.problem}: {what}")
+
+    def decode_checked(self, node):
+        """`decode`, after checking the nesting depth without recursion (so no RecursionError escapes)."""
+        if too_deep(node, MAX_DEPTH):
+            self.fail(f"nested more than {MAX_DEPTH} levels deep")
+        return self.decode(node)
 
     def decode(self, node):
         if node is None or isinstance(node, (bool, int, float, str)):
@@ -237,7 +269,7 @@ class _Decoder:
             return tuple(self.decode(v) for v in value)
         if tag == "dict" and isinstance(value, list):
             return {self._key(pair): self.decode(pair[1]) for pair in value}
-        if tag == "float" and value in _NONFINITE:
+        if tag == "float" and isinstance(value, str) and value in _NONFINITE:
             return _NONFINITE[value]
         if tag in ("tensor", "scalar") and isinstance(value, str):
             if value not in self.arrays:
@@ -264,14 +296,40 @@ class _Decoder:
 
 
 def _read_file(path: str) -> tuple[dict, dict]:
-    """The metadata and the arrays (fresh, writable NumPy arrays) of a safetensors file."""
+    """The metadata and the arrays (fresh, writable NumPy arrays) of a safetensors file.
+
+    Each tensor's dtype is checked by name before it is read: NumPy has no bfloat16 or float8, and a
+    file holding them is refused with its tensor named (not with a TypeError from deep inside).
+    """
     try:
         with safe_open(path, framework="np") as f:
             metadata = f.metadata() or {}
-            arrays = {name: f.get_tensor(name) for name in f.keys()}
+            names = list(f.keys())
+            for name in names:
+                code = f.get_slice(name).get_dtype()
+                if code not in _CODES:
+                    raise ValueError(f"{path}: tensor {name!r} has dtype {code}, which lucid.load does not read "
+                                     f"(supported: {', '.join(sorted(_CODES))})")
+            arrays = {name: f.get_tensor(name) for name in names}
     except SafetensorError as exc:
         raise ValueError(f"{path}: not a valid safetensors file ({exc})") from None
     return metadata, arrays
+
+
+def _parse_structure(text, path: str):
+    """The structure JSON of a lucid.save file: strict (no NaN/Infinity constants), errors as ValueError."""
+    if not isinstance(text, str):
+        raise ValueError(f"{path}: not a valid lucid.save file: its structure is not a string")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError(f"{path}: not a valid lucid.save file: its structure is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, integers past Python's digit limit, NaN
+        raise ValueError(f"{path}: not a valid lucid.save file: its structure is not JSON ({exc})") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not allowed (non-finite floats are stored as {{\"float\": ...}})")
 
 
 def load(path, device=None):
@@ -303,13 +361,5 @@ def load(path, device=None):
     if metadata.get(FORMAT_KEY) != FORMAT_VERSION:
         raise ValueError(f"{path}: written by an unknown version of lucid.save "
                          f"(format {metadata.get(FORMAT_KEY)!r}, this lucid reads {FORMAT_VERSION!r})")
-    try:
-        structure = json.loads(metadata[STRUCTURE_KEY])
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not a valid lucid.save file: its structure is not JSON ({exc})") \
-            from None
-    try:
-        return _Decoder(arrays, path, device).decode(structure)
-    except RecursionError:
-        raise ValueError(f"{path}: not a valid lucid.save file: its structure is nested too deeply") \
-            from None
+    structure = _parse_structure(metadata[STRUCTURE_KEY], path)
+    return _Decoder(arrays, path, device).decode_checked(structure)

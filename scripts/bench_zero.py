@@ -100,9 +100,9 @@ def timed_collective(comm, fn):
 def shard_arrays(opt) -> list:
     """The arrays this rank's checkpoint shard holds: its slice of each parameter and its own state."""
     from distributed.checkpoint._layout import describe
-    from distributed.checkpoint._save import optimizer_part
-    tensors, _ = optimizer_part(describe(None, opt), opt.comm.rank, opt.comm.size)
-    return list(tensors.values())
+    from distributed.checkpoint._save import prepare
+    plan = prepare("", None, describe(None, opt), None, opt.comm.rank, opt.comm.size)
+    return list(plan.tensors.values())
 
 
 def measure_io(opt, comm, directory: str, reps: int) -> dict:
@@ -136,7 +136,8 @@ def measure_io(opt, comm, directory: str, reps: int) -> dict:
         "numpy.load": timed_collective(comm, lambda: np.load(mine)),
     }
     seconds = benchlib.interleaved(contestants, reps)
-    manifest = json.loads(Path(ckpt, "manifest.json").read_text())
+    manifest = json.loads(Path(ckpt, json.loads(Path(ckpt, "LATEST").read_text())["save"], "manifest.json")
+                          .read_text())
     ckpt_bytes = sum(f["bytes"] for f in manifest["files"])
     np_bytes = same.nbytes * comm.size
     rows = {}
@@ -206,7 +207,7 @@ def print_run(run: dict, config: dict) -> None:
                  "MB/s all ranks"], rows)
     print(f"fsync of {run['io']['numpy.save']['mb_per_rank']:.0f} MB per rank costs "
           f"{run['io']['fsync cost']['ms']:.0f} ms (numpy.save + fsync - numpy.save); checkpoint.save includes "
-          "SHA-256, fsync of every shard and of the manifest; loads read files the page cache holds")
+          "SHA-256, fsync of every shard, the manifest and LATEST; loads verify and read files the page cache holds")
 
 
 def print_table(headers, rows) -> None:

@@ -284,3 +284,52 @@ def test_load_to_gpu(tmp_path):
     assert _backend.is_gpu_array(out["gpu"]) and _backend.is_gpu_array(out["state"][0]["exp_avg"])
     assert type(out["state"][1]["step"]) is np.float32
     np.testing.assert_array_equal(_backend.to_host(out["gpu"]), np.arange(3.0))
+
+
+def _crafted_file(path, header: dict, data: bytes = b"") -> None:
+    encoded = json.dumps(header).encode()
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + data)
+
+
+def _structure(text: str) -> dict:
+    return {"__metadata__": {"lucid.format": "1", "lucid.structure": text}}
+
+
+CRAFTED = {
+    # a crafted lucid.save file; what the ValueError must say (never a TypeError, RecursionError, ...)
+    "bfloat16 tensor": ({"x": {"dtype": "BF16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4,
+                        r"tensor 'x' has dtype BF16, which lucid.load does not read"),
+    "float8 tensor": ({"x": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}}, b"\0" * 2,
+                      r"tensor 'x' has dtype F8_E4M3"),
+    "deep lists": (_structure("[" * 100_000 + "]" * 100_000), b"", r"nested too deeply"),
+    "deep objects": (_structure('{"tuple":' * 5000 + "1" + "}" * 5000), b"", r"nested too deeply"),
+    "deep but parseable": (_structure("[" * 300 + "]" * 300), b"", r"nested more than 200 levels deep"),
+    "NaN constant": (_structure("NaN"), b"", r"its structure is not JSON \(NaN is not allowed"),
+    "a 5000-digit integer": (_structure("1" * 5000), b"", r"its structure is not JSON"),
+    "a list as the float tag": (_structure('{"float": ["x"]}'), b"", r"unknown structure entry"),
+    "a list as the tensor tag": (_structure('{"tensor": ["x"]}'), b"", r"unknown structure entry"),
+    "a structure that is not a string": ({"__metadata__": {"lucid.format": "1", "lucid.structure": 5}}, b"",
+                                         r"not a valid safetensors file"),
+}
+
+
+@pytest.mark.parametrize("case", list(CRAFTED))
+def test_crafted_files_raise_a_value_error_naming_the_file(tmp_path, case):
+    header, data, message = CRAFTED[case]
+    path = tmp_path / "crafted.safetensors"
+    _crafted_file(path, header, data)
+    with pytest.raises(ValueError, match=f"{path}: .*{message}"):
+        lucid.load(path)
+
+
+def test_an_object_too_deep_to_load_back_is_refused_at_save(tmp_path):
+    deep = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested this deeply"):
+        lucid.save(deep, tmp_path / "deep.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    fine = []
+    for _ in range(150):
+        fine = [fine]
+    assert_same(roundtrip(fine, tmp_path), fine)

@@ -1,193 +1,245 @@
-"""Loading: validate the manifest against the live model and optimizer, read only the needed slices,
-check every shard's SHA-256 (each file by one rank), agree on errors, and only then change anything."""
+"""Loading in two phases: stage everything (nothing live changes), agree across ranks, then commit.
+
+Staging opens the checkpoint (`_read.Checkpoint`: pointer, manifest checksum, fields, partitions),
+checks it against the live model and optimizer (names, shapes, dtypes, class, hyperparameter kinds,
+state names), verifies the SHA-256 of this rank's share of the shard files, and reads every value
+this rank needs into new arrays. Then one allgather carries each rank's errors and the manifest's
+checksum: any error, or ranks that read different manifests, raises the same CheckpointError on
+every rank, and nothing has changed. Only then are the staged values committed: the optimizer
+first (its own `load_state_dict` checks again before it changes anything), then the model.
+"""
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass, field
 
-import numpy as np
-
+from lucid import _backend
 from lucid.serialization import from_structure
 
-from ._files import CheckpointError, ShardReader, read_manifest
+from ._format import CheckpointError
+from ._read import Checkpoint
 
 
-def _fail(directory: str, message: str):
-    raise CheckpointError(f"{os.path.join(directory, 'manifest.json')}: {message}")
-
-
-def validate(directory: str, manifest: dict, model, target) -> None:
-    """Raise CheckpointError (the same on every rank) when the checkpoint does not fit the targets."""
-    if model is not None:
-        if "model" not in manifest:
-            _fail(directory, "the checkpoint holds no model, but a model was given")
-        saved = {e["name"]: e for e in manifest["model"]["entries"]}
-        own = model.state_dict()
-        missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
-        if missing or unexpected:
-            _fail(directory, f"the checkpoint is for another model: missing {missing}, unexpected {unexpected}")
-        for name, array in own.items():
-            if tuple(saved[name]["shape"]) != tuple(array.shape):
-                _fail(directory, f"model entry {name!r} has shape {tuple(saved[name]['shape'])} in the "
-                                 f"checkpoint but {tuple(array.shape)} in the model")
-    if target.optimizer is not None:
-        _validate_optimizer(directory, manifest, target)
-
-
-def _validate_optimizer(directory: str, manifest: dict, target) -> None:
-    section = manifest.get("optimizer")
-    if section is None:
-        _fail(directory, "the checkpoint holds no optimizer state, but an optimizer was given")
-    name = type(target.optimizer).__name__
-    if section["class"] != name:
-        _fail(directory, f"the checkpoint holds {section['class']} state; the optimizer is a {name}")
-    sizes = [len(g["params"]) for g in target.optimizer.param_groups]
-    if section["group_sizes"] != sizes:
-        _fail(directory, f"parameter groups of sizes {section['group_sizes']} in the checkpoint, {sizes} in "
-                         "the optimizer")
-    for k, (saved, p) in enumerate(zip(section["params"], target.params)):
-        own_name = target.names.get(id(p))
-        if tuple(saved["shape"]) != tuple(p.shape) or (saved["name"] and own_name and saved["name"] != own_name):
-            _fail(directory, f"optimizer parameter {k} is {saved['name'] or '(unnamed)'} of shape "
-                             f"{tuple(saved['shape'])} in the checkpoint but {own_name or '(unnamed)'} of "
-                             f"shape {tuple(p.shape)} here")
-
-
-def _assemble(reader, entry_pieces, key: str, start: int, stop: int, dtype) -> np.ndarray:
-    """Elements [start, stop) of a saved tensor, from the pieces (rank, s, e) that overlap them."""
-    out = np.empty(stop - start, dtype=dtype)
-    filled = 0
-    for rank, s, e in entry_pieces:
-        a, b = max(s, start), min(e, stop)
-        if a < b:
-            out[a - start:b - start] = reader.read(rank, key, a - s, b - s)
-            filled += b - a
-    if filled != stop - start:
-        raise CheckpointError(f"{reader.directory}: {key!r} is incomplete in the checkpoint")
-    return out
-
-
-def read_model(reader, manifest: dict) -> dict:
-    """Every model entry, whole (parameters are replicated on every rank)."""
-    arrays = {}
-    for entry in manifest["model"]["entries"]:
-        numel = int(np.prod(entry["shape"], dtype=np.int64))
-        flat = _assemble(reader, entry["pieces"], f"model/{entry['name']}", 0, numel, np.dtype(entry["dtype"]))
-        arrays[entry["name"]] = flat.reshape(entry["shape"])
-    return arrays
-
-
-def _needed_range(target, p, where) -> tuple:
-    """The elements of parameter p this rank must hold: its shard's part when sharded, else all."""
-    if not target.sharded:
-        return 0, p.numel()
-    flat, i = where[id(p)]
-    start, stop = flat.span(i)
-    low, high = flat.storage.span
-    a, b = max(start, low), min(stop, high)
-    return (a - start, b - start) if a < b else (0, 0)
-
-
-def read_elementwise(reader, section: dict, target) -> dict:
-    """{param id: {name: 1-D array of the needed range}} of the saved per-element state."""
-    where = target.locate()
-    out = {}
-    for entry in section["state"]:
-        p = target.params[entry["param"]]
-        start, stop = _needed_range(target, p, where)
-        key = f"optim/{entry['param']}/{entry['name']}"
-        out.setdefault(entry["param"], {})[entry["name"]] = _assemble(
-            reader, entry["pieces"], key, start, stop, np.dtype(entry["dtype"]))
-    return out
-
-
-def read_plain(reader, section: dict, directory: str):
-    """A non-elementwise optimizer's whole state (rank 0 of the saving run wrote it)."""
-    arrays = {name: reader.read(0, f"plain/{name}").reshape(shape)
-              for name, shape in section["plain_shapes"].items()}
-    return from_structure(section["plain_state"], arrays, os.path.join(directory, "manifest.json"))
-
-
-def _decode(structure, directory: str):
-    """A JSON structure from the manifest; a malformed (or crafted) one is a CheckpointError."""
-    try:
-        return from_structure(structure, {}, os.path.join(directory, "manifest.json"))
-    except ValueError as exc:
-        raise CheckpointError(str(exc)) from None
+@dataclass
+class Staged:
+    extra: object = None
+    model: dict | None = None
+    groups: list | None = None
+    kind: str = ""
+    values: dict = field(default_factory=dict)   # elementwise: {k: {name: 1-D needed range}}
+    scalars: dict = field(default_factory=dict)  # elementwise: {k: {name: number}}
+    plain: dict | None = None                    # plain: the whole state ({k: {name: value}})
 
 
 def load(directory: str, comm, model, target):
-    """Validate, read and verify collectively, then apply; return the saved `extra`."""
-    errors, payload = [], {}
-    try:  # any failure on any rank is agreed on below: a rank that raised alone would leave the others waiting
-        manifest = read_manifest(directory)
-        validate(directory, manifest, model, target)
-        files = sorted(manifest["files"], key=lambda f: f["rank"])
-        reader = ShardReader(directory, files)
-        errors = reader.verify(range(comm.rank, len(files), comm.size))  # each file checked by one rank
-        # everything is decoded and read before anything changes, so a bad entry loads nothing
-        payload["extra"] = _decode(manifest.get("extra", {"dict": []}), directory)
-        if model is not None:
-            payload["model"] = read_model(reader, manifest)
-        if target.optimizer is not None:
-            section = manifest["optimizer"]
-            payload["groups"] = _decode(section["param_groups"], directory)
-            payload["optimizer"] = (read_plain(reader, section, directory) if section["kind"] == "plain"
-                                    else read_elementwise(reader, section, target))
+    """Stage, agree, commit; return the saved `extra`."""
+    staged, errors, digest = None, [], None
+    try:
+        with Checkpoint(directory) as checkpoint:
+            digest = checkpoint.manifest.sha256
+            staged = stage(checkpoint, model, target, comm)
     except CheckpointError as exc:
         errors.append(str(exc))
-    except Exception as exc:  # noqa: BLE001 - a damaged or crafted checkpoint
-        errors.append(f"{os.path.join(directory, 'manifest.json')}: cannot read the checkpoint "
-                      f"({type(exc).__name__}: {exc})")
-    everyone = [e for rank_errors in comm.allgather_object(errors) for e in rank_errors]
-    if everyone:
-        raise CheckpointError("cannot load the checkpoint, nothing was loaded: " + "; ".join(sorted(set(everyone))))
-    if target.optimizer is not None:  # first: its load_state_dict validates before it changes anything
-        _apply_optimizer(manifest["optimizer"], payload["groups"], payload["optimizer"], target)
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted file provokes, every rank must hear of it
+        errors.append(f"{directory}: cannot read the checkpoint ({type(exc).__name__}: {exc})")
+    everyone = comm.allgather_object((digest, errors))
+    messages = sorted({e for _, rank_errors in everyone for e in rank_errors})
+    digests = [d for d, _ in everyone]
+    if not messages and len(set(digests)) > 1:
+        messages = [f"ranks read different checkpoints (manifest SHA-256 per rank: {digests}); is {directory} "
+                    "the same directory on every node?"]
+    if messages:
+        raise CheckpointError("cannot load the checkpoint, nothing was loaded: " + "; ".join(messages))
+    commit(staged, model, target)
+    return staged.extra
+
+
+def stage(checkpoint, model, target, comm) -> Staged:
+    """Check the checkpoint against the targets and read what this rank needs (no live state changes)."""
+    manifest = checkpoint.manifest
     if model is not None:
-        model.load_state_dict(payload["model"])
-    return payload["extra"]
+        check_model(manifest, model)
+    if target.optimizer is not None:
+        check_optimizer(manifest, target)
+    errors = checkpoint.verify(range(comm.rank, manifest.world_size, comm.size))  # each file by one rank
+    if errors:
+        raise CheckpointError("; ".join(errors))
+    staged = Staged(extra=manifest.extra)
+    if model is not None:
+        staged.model = {s.key[len("model/"):]: checkpoint.read_whole(s) for s in manifest.model}
+    if target.optimizer is not None:
+        section = manifest.optimizer
+        staged.groups, staged.kind = section["groups"], section["kind"]
+        if section["kind"] == "plain":
+            arrays = {name: checkpoint.read_whole(s) for name, s in section["plain"]["tensors"].items()}
+            staged.plain = from_structure(section["plain"]["structure"], arrays, manifest.file)
+        else:
+            staged.scalars = section["scalars"]
+            for entry in section["state"]:
+                start, stop = target.needed_range(target.params[entry["param"]])
+                staged.values.setdefault(entry["param"], {})[entry["name"]] = checkpoint.read(
+                    entry["stored"], start, stop)
+    return staged
 
 
-def _apply_optimizer(section: dict, groups: list, values, target) -> None:
-    ids = list(range(len(target.params)))
+def _fail(manifest, message: str):
+    raise CheckpointError(f"{manifest.file}: {message}")
+
+
+def check_model(manifest, model) -> None:
+    if manifest.model is None:
+        _fail(manifest, "the checkpoint holds no model, but a model was given")
+    saved = {s.key[len("model/"):]: s for s in manifest.model}
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(saved)), sorted(set(saved) - set(own))
+    if missing or unexpected:
+        _fail(manifest, f"the checkpoint is for another model: missing {missing}, unexpected {unexpected}")
+    for name, array in own.items():
+        if saved[name].shape != tuple(array.shape):
+            _fail(manifest, f"model entry {name!r} has shape {saved[name].shape} in the checkpoint but "
+                            f"{tuple(array.shape)} in the model")
+        if saved[name].dtype != array.dtype.name:
+            _fail(manifest, f"model entry {name!r} is {saved[name].dtype} in the checkpoint but {array.dtype} in "
+                            "the model (not cast: load into a model of the saved dtype)")
+
+
+def check_optimizer(manifest, target) -> None:
+    section, optimizer = manifest.optimizer, target.optimizer
+    if section is None:
+        _fail(manifest, "the checkpoint holds no optimizer state, but an optimizer was given")
+    name = type(optimizer).__name__
+    if section["class"] != name:
+        _fail(manifest, f"the checkpoint holds {section['class']} state; the optimizer is a {name}")
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    if section["group_sizes"] != sizes:
+        _fail(manifest, f"parameter groups of sizes {section['group_sizes']} in the checkpoint, {sizes} in the "
+                        "optimizer")
+    for k, (saved, p) in enumerate(zip(section["params"], target.params)):
+        own = target.names.get(id(p))
+        if saved["shape"] != tuple(p.shape) or (saved["name"] and own and saved["name"] != own):
+            _fail(manifest, f"optimizer parameter {k} is {saved['name'] or '(unnamed)'} of shape {saved['shape']} "
+                            f"in the checkpoint but {own or '(unnamed)'} of shape {tuple(p.shape)} here")
+        if saved["dtype"] != p.dtype.name:
+            _fail(manifest, f"optimizer parameter {k} is {saved['dtype']} in the checkpoint but {p.dtype} here")
+    for i, (saved, live) in enumerate(zip(section["groups"], optimizer.param_groups)):
+        _check_hyperparameters(manifest, i, saved, live, optimizer.defaults)
+    if section["kind"] != ("elementwise" if target.elementwise else "plain"):
+        _fail(manifest, f"field optimizer.kind: {section['kind']!r} state for a {name}")
+    if section["kind"] == "elementwise":
+        _check_state_names(manifest, section, target)
+    elif not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k < len(section["params"])
+                 and isinstance(v, dict) and all(isinstance(n, str) for n in v)
+                 for k, v in section["plain"]["layout"].items()):
+        _fail(manifest, "field optimizer.plain_state: not a state for these parameters")
+
+
+def _check_hyperparameters(manifest, index: int, saved: dict, live: dict, defaults: dict) -> None:
+    for key, value in live.items():
+        if key == "params":
+            continue
+        if key not in saved:
+            if key in defaults:
+                _fail(manifest, f"parameter group {index} lacks the hyperparameter {key!r}")
+            continue
+        if not _compatible(saved[key], value):
+            _fail(manifest, f"parameter group {index}: hyperparameter {key!r} is {saved[key]!r} in the checkpoint, "
+                            f"not of the kind of {value!r}")
+
+
+def _compatible(saved, live) -> bool:
+    """Same kind of value: numbers with numbers, booleans with booleans, tuples of the same length..."""
+    if saved is None or live is None:
+        return True
+    if isinstance(live, bool) or isinstance(saved, bool):
+        return isinstance(live, bool) and isinstance(saved, bool)
+    if isinstance(live, (int, float)):
+        return isinstance(saved, (int, float))
+    if isinstance(live, (tuple, list)):
+        return (isinstance(saved, (tuple, list)) and len(saved) == len(live)
+                and all(_compatible(s, v) for s, v in zip(saved, live)))
+    return type(saved) is type(live)
+
+
+def _check_state_names(manifest, section: dict, target) -> None:
+    """Declared scalar state in `scalars`, array state in the shards, the same names across a group."""
+    scalar_names = set(target.optimizer.scalar_state)
+    arrays = {}
+    for entry in section["state"]:
+        if entry["name"] in scalar_names:
+            _fail(manifest, f"state {entry['name']!r} of parameter {entry['param']} is scalar state, stored as "
+                            "an array")
+        arrays.setdefault(entry["param"], set()).add(entry["name"])
+    first = 0
+    for g, size in enumerate(section["group_sizes"]):
+        names = {}
+        for k in range(first, first + size):
+            scalars = set(section["scalars"].get(k, {}))
+            if scalars - scalar_names:
+                _fail(manifest, f"parameter {k} has scalar state {sorted(scalars - scalar_names)}; a "
+                                f"{section['class']} keeps {sorted(scalar_names)}")
+            if (scalars or k in arrays) and scalars != scalar_names:
+                _fail(manifest, f"parameter {k} lacks scalar state {sorted(scalar_names - scalars)}")
+            if scalars or k in arrays:
+                names.setdefault(frozenset(arrays.get(k, ())), k)
+        if len(names) > 1:
+            (a, i), (b, j) = list(names.items())[:2]
+            _fail(manifest, f"parameters {i} and {j} of group {g} have different state ({sorted(a)} vs {sorted(b)})")
+        first += size
+
+
+# ---------------------------------------------------------------------------------------- commit
+
+
+def commit(staged: Staged, model, target) -> None:
+    """Apply staged values: the optimizer (which validates before changing anything), then the model."""
+    if target.optimizer is not None:
+        try:
+            if target.sharded:
+                _commit_sharded(staged, target)
+            else:
+                target.optimizer.load_state_dict({"state": _state_dict_state(staged, target),
+                                                  "param_groups": _packed_groups(staged, target)})
+        except ValueError as exc:  # its own validation: nothing changed
+            raise CheckpointError(f"cannot load the checkpoint, nothing was loaded: the optimizer refused its "
+                                  f"state ({exc})") from None
+    if model is not None:
+        model.load_state_dict(staged.model)
+
+
+def _packed_groups(staged: Staged, target) -> list:
     packed, start = [], 0
-    for group, saved in zip(target.optimizer.param_groups, groups):
-        packed.append({**saved, "params": ids[start:start + len(group["params"])]})
+    for group, saved in zip(target.optimizer.param_groups, staged.groups):
+        packed.append({**saved, "params": list(range(start, start + len(group["params"])))})
         start += len(group["params"])
-    if section["kind"] == "plain":
-        target.optimizer.load_state_dict({"state": values, "param_groups": packed})
-        return
-    scalars = {int(k): v for k, v in section["scalars"].items()}
-    if target.sharded:
-        _apply_sharded(target, packed, scalars, values)
-        return
+    return packed
+
+
+def _state_dict_state(staged: Staged, target) -> dict:
+    if staged.kind == "plain":
+        return staged.plain
     state = {}
     for k, p in enumerate(target.params):
-        if k in scalars or k in values:
-            state[k] = {**scalars.get(k, {}),
-                        **{n: v.reshape(p.shape) for n, v in values.get(k, {}).items()}}
-    target.optimizer.load_state_dict({"state": state, "param_groups": packed})
+        if k in staged.scalars or k in staged.values:
+            state[k] = {**staged.scalars.get(k, {}),
+                        **{n: v.reshape(p.shape) for n, v in staged.values.get(k, {}).items()}}
+    return state
 
 
-def _apply_sharded(target, packed: list, scalars: dict, values: dict) -> None:
+def _commit_sharded(staged: Staged, target) -> None:
     """Put each rank's slice straight into its shard storage (no full-size arrays on any rank)."""
     optimizer = target.optimizer
-    for group, saved in zip(optimizer.param_groups, packed):
+    for group, saved in zip(optimizer.param_groups, staged.groups):
         params = group["params"]
         group.clear()
-        group.update({k: v for k, v in saved.items() if k != "params"})
+        group.update(saved)
         group["params"] = params
-    where = target.locate()
     optimizer.state.clear()
     for k, p in enumerate(target.params):
-        if k not in scalars and k not in values:
+        if k not in staged.scalars and k not in staged.values:
             continue
-        flat, i = where[id(p)]
         state = optimizer.state[p]
-        for name, value in values.get(k, {}).items():
-            view = flat.storage.view(name, i)
-            flat.xp.copyto(view, flat.xp.asarray(value), casting="unsafe")
-            state[name] = view
-        for name, value in scalars.get(k, {}).items():
-            state[name] = optimizer._scalar_value(name, value)
+        for name, value in staged.values.get(k, {}).items():
+            storage = target.state_storage(p, name)
+            storage[...] = _backend.to_device(value, _backend.device_of(storage))
+            state[name] = storage
+        state.update(staged.scalars.get(k, {}))

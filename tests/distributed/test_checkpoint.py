@@ -18,7 +18,6 @@ import pickle
 import random
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -36,8 +35,10 @@ from distributed.comm import SelfComm
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the shared workload (this file also runs as an mpiexec script)
-from checkpoint_workload import (HIDDEN, IN, OUT, batch, flat_params, make_model,  # noqa: E402
-                                 make_optimizer, train, uninterrupted)
+from checkpoint_workload import (HIDDEN, IN, OUT, batch, edit_manifest, flat_params, flip_byte,  # noqa: E402
+                                 make_model, make_optimizer, manifest_path, read_manifest, refresh_shard_checksum,
+                                 rewrite_shard_header, shard,
+                                 train, uninterrupted)
 
 SAVED = [f"{name}-{kind}" for name in ("adam", "sgd") for kind in ("replicated", "sharded")]
 _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
@@ -204,11 +205,6 @@ def copy_of(saved, tmp_path):
     return copy
 
 
-def shard(directory: pathlib.Path, rank: int) -> pathlib.Path:
-    (path,) = directory.glob(f"shard-{rank:05d}-of-*.safetensors")
-    return path
-
-
 # ---------------------------------------------------------------------------------------- round trips
 
 
@@ -244,7 +240,7 @@ def test_a_plain_single_process_save_loads_into_a_sharded_distributed_optimizer(
     out = "adam-single-process-into-2-ranks-sharded"
     np.testing.assert_allclose(np.load(saved / f"{out}.npy"), expected, atol=1e-5)
     assert json.loads((saved / "extras.json").read_text())[out]["ranks"] == 1
-    manifest = json.loads((saved / "adam-single-process" / "manifest.json").read_text())
+    manifest = read_manifest(saved / "adam-single-process")
     assert manifest["world_size"] == 1 and len(manifest["files"]) == 1
 
 
@@ -260,9 +256,9 @@ def test_extra_round_trips_exactly(tmp_path):
     assert isinstance(loaded["shape"], tuple) and 1 in loaded
     np.testing.assert_array_equal(flat_params(live), flat_params(model))
     assert checkpoint.load(tmp_path / "ck") == extra  # nothing to load into: just the extra
-    with pytest.raises(RuntimeError, match="JSON-able"):
+    with pytest.raises(CheckpointError, match="JSON-able"):
         checkpoint.save(tmp_path / "bad", model=model, extra={"array": np.zeros(3)})
-    assert not (tmp_path / "bad" / "manifest.json").exists()
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
 def test_lbfgs_state_round_trips_whole(tmp_path):
@@ -287,7 +283,7 @@ def test_lbfgs_state_round_trips_whole(tmp_path):
     run(model, opt, 3)
     checkpoint.save(tmp_path / "ck", model=model, optimizer=opt, extra={"step": 3})
     run(model, opt, 3)
-    manifest = json.loads((tmp_path / "ck" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "ck")
     assert manifest["optimizer"]["class"] == "LBFGS" and manifest["optimizer"]["kind"] == "plain"
     restored = make_model(1)
     ropt = lbfgs(restored)
@@ -339,7 +335,7 @@ def test_inspect_reports_world_size_optimizer_hyperparameters_parameters_bytes_a
     assert main(["inspect", str(damaged)]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert main(["inspect", str(damaged / "nowhere")]) == 2
-    assert "no manifest" in capsys.readouterr().err
+    assert "no such checkpoint directory" in capsys.readouterr().err
 
     cli = subprocess.run([sys.executable, "-m", "distributed.checkpoint", "inspect", str(path)], env=clean_env(),
                          capture_output=True, text=True, timeout=60, check=False)
@@ -377,14 +373,8 @@ def test_consolidate_writes_one_file_that_lucid_load_reads_and_a_plain_optimizer
 # ---------------------------------------------------------------------------------------- damaged checkpoints
 
 
-def flip_byte(path: pathlib.Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x40
-    path.write_bytes(bytes(data))
-
-
-def other_manifest(tmp_path, which: str) -> pathlib.Path:
-    """manifest.json of a checkpoint of another model or of another optimizer (same world size: 1)."""
+def other_checkpoint(tmp_path, which: str) -> pathlib.Path:
+    """A whole checkpoint of another model or of another optimizer (world size 1)."""
     if which == "shapes":
         model = make_model(0, hidden=HIDDEN + 1)
         opt = make_optimizer("adam", model)
@@ -403,24 +393,34 @@ def other_manifest(tmp_path, which: str) -> pathlib.Path:
         opt = make_optimizer("sgd", model)
     train(model, opt, range(1))
     checkpoint.save(tmp_path / f"other-{which}", model=model, optimizer=opt)
-    return tmp_path / f"other-{which}" / "manifest.json"
+    return tmp_path / f"other-{which}"
+
+
+def replace_with(directory: pathlib.Path, other: pathlib.Path) -> None:
+    shutil.rmtree(directory)
+    shutil.copytree(other, directory)
 
 
 DAMAGE = {
     # name: (how, what the error must say)
-    "flipped data byte": (lambda d, t: flip_byte(shard(d, 1), -5), r"shard-00001-of-00003\.\w+\.safetensors: SHA-256"),
-    "flipped header byte": (lambda d, t: flip_byte(shard(d, 2), 12), r"shard-00002-of-00003\.\w+\.safetensors"),
+    "flipped data byte": (lambda d, t: flip_byte(shard(d, 1), -5), r"shard-00001-of-00003\.safetensors: SHA-256"),
+    "flipped header byte": (lambda d, t: flip_byte(shard(d, 2), 12), r"shard-00002-of-00003\.safetensors"),
     "truncated shard": (lambda d, t: os.truncate(shard(d, 2), shard(d, 2).stat().st_size // 2),
-                        r"shard-00002-of-00003\.\w+\.safetensors: shard file has \d+ bytes.*truncated"),
+                        r"shard-00002-of-00003\.safetensors: shard file has \d+ bytes.*truncated"),
     "missing shard": (lambda d, t: shard(d, 0).unlink(),
-                      r"shard-00000-of-00003\.\w+\.safetensors: shard file is missing"),
-    "another model (shapes)": (lambda d, t: shutil.copy(other_manifest(t, "shapes"), d / "manifest.json"),
+                      r"shard-00000-of-00003\.safetensors: shard file is missing"),
+    "another model (shapes)": (lambda d, t: replace_with(d, other_checkpoint(t, "shapes")),
                                r"model entry '0\.weight' has shape \(11, 7\) in the checkpoint but \(10, 7\)"),
-    "another model (names)": (lambda d, t: shutil.copy(other_manifest(t, "names"), d / "manifest.json"),
+    "another model (names)": (lambda d, t: replace_with(d, other_checkpoint(t, "names")),
                               r"another model: missing \['0\.bias', '0\.weight'.*unexpected \['encoder\.bias'"),
-    "another optimizer class": (lambda d, t: shutil.copy(other_manifest(t, "class"), d / "manifest.json"),
+    "another optimizer class": (lambda d, t: replace_with(d, other_checkpoint(t, "class")),
                                 r"holds SGD state; the optimizer is a Adam"),
-    "no manifest": (lambda d, t: (d / "manifest.json").unlink(), r"no manifest"),
+    "no pointer": (lambda d, t: (d / "LATEST").unlink(), r"LATEST: no checkpoint in .* \(no LATEST pointer"),
+    "no manifest": (lambda d, t: (shard(d, 0).parent / "manifest.json").unlink(),
+                    r"save-\w+/manifest\.json: file is missing"),
+    "another save's manifest": (lambda d, t: shutil.copy(shard(other_checkpoint(t, "shapes"), 0).parent /
+                                                         "manifest.json", shard(d, 0).parent),
+                                r"manifest\.json: not the manifest .*LATEST published"),
 }
 
 
@@ -445,38 +445,45 @@ def test_an_optimizer_only_load_names_the_parameter_that_does_not_fit(tmp_path):
     checkpoint.save(tmp_path / "ck", optimizer=opt)
     live = make_model(1)
     lopt = wrap(make_optimizer("adam", live), live, sharded=True, comm=SelfComm())
-    with pytest.raises(CheckpointError, match=r"optimizer parameter 0 is 0\.weight of shape \(11, 7\) in the "
-                                              r"checkpoint but 0\.weight of shape \(10, 7\)"):
+    # without a model, the parameters have no names: positions, shapes and dtypes are checked
+    with pytest.raises(CheckpointError, match=r"optimizer parameter 0 is \(unnamed\) of shape \(11, 7\) in the "
+                                              r"checkpoint but \(unnamed\) of shape \(10, 7\)"):
         checkpoint.load(tmp_path / "ck", optimizer=lopt)
     with pytest.raises(CheckpointError, match="holds no model"):
         checkpoint.load(tmp_path / "ck", model=live)
 
 
 def test_a_save_that_fails_leaves_the_previous_checkpoint_whole_and_no_temporary_file(tmp_path, monkeypatch):
-    from distributed.checkpoint import _files, _save
+    from distributed.checkpoint import _directory, _save
     model = make_model(0)
     opt = make_optimizer("sgd", model)
     train(model, opt, range(1))
     checkpoint.save(tmp_path / "ck", model=model, optimizer=opt, extra={"version": 1})
     train(model, opt, range(1, 2))
-    real_write = _files.write_safetensors
+    real_write, real_write_json = _save.write_shard, _directory.write_json
 
     def write_then_fail(path, tensors, metadata):  # fails half way through the shard, as a full disk does
         real_write(path + ".partial", tensors, metadata)
         os.unlink(path + ".partial")
         raise OSError(28, "No space left on device (simulated)")
-    monkeypatch.setattr(_save, "write_safetensors", write_then_fail)
-    with pytest.raises(RuntimeError, match="checkpoint save failed; the previous checkpoint .* untouched.*"
-                                           "No space left"):
+    before = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "ck").rglob("*"))
+    monkeypatch.setattr(_save, "write_shard", write_then_fail)
+    with pytest.raises(CheckpointError, match="checkpoint save failed; the previous checkpoint .* untouched.*"
+                                              "No space left"):
         checkpoint.save(tmp_path / "ck", model=model, optimizer=opt, extra={"version": 2})
-    monkeypatch.setattr(_save, "write_manifest", lambda *a: (_ for _ in ()).throw(OSError(5, "I/O error")))
-    monkeypatch.setattr(_save, "write_safetensors", real_write)
-    with pytest.raises(RuntimeError, match="failed writing the manifest: rank 0: OSError"):
+    monkeypatch.setattr(_directory, "write_json", lambda *a: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(_save, "write_shard", real_write)
+    with pytest.raises(CheckpointError, match="checkpoint save failed; .*rank 0: OSError.*I/O error"):
         checkpoint.save(tmp_path / "ck", model=model, optimizer=opt, extra={"version": 3})
+    monkeypatch.setattr(_directory, "write_json", real_write_json)
+    monkeypatch.setattr(_directory, "publish", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left")))
+    with pytest.raises(CheckpointError, match="checkpoint save failed; .*rank 0: OSError.*No space left"):
+        checkpoint.save(tmp_path / "ck", model=model, optimizer=opt, extra={"version": 4})
+    monkeypatch.undo()
     live = make_model(1)
     assert checkpoint.load(tmp_path / "ck", model=live) == {"version": 1}
-    assert not list((tmp_path / "ck").glob(".*.tmp"))
-    with pytest.raises(RuntimeError, match="NotADirectoryError|FileExistsError"):
+    assert sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "ck").rglob("*")) == before  # nothing left
+    with pytest.raises(CheckpointError, match="NotADirectoryError|FileExistsError"):
         (tmp_path / "file").write_text("")
         checkpoint.save(tmp_path / "file" / "ck", model=model)
 
@@ -545,36 +552,6 @@ def unpickling_fails(monkeypatch):
         yield
 
 
-def rewrite_shard_metadata(path: pathlib.Path, metadata: dict) -> None:
-    """Put `metadata` into a shard's safetensors header, keeping it a valid file; fix the manifest's checksum."""
-    raw = path.read_bytes()
-    (length,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + length])
-    header["__metadata__"].update(metadata)
-    encoded = json.dumps(header).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
-    refresh_manifest(path)
-
-
-def refresh_manifest(path: pathlib.Path) -> None:
-    """Make the manifest's SHA-256 and size for shard `path` match its current content."""
-    from distributed.checkpoint._files import file_sha256
-    manifest_path = path.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["files"]:
-        if entry["file"] == path.name:
-            entry["sha256"], entry["bytes"] = file_sha256(str(path)), path.stat().st_size
-    manifest_path.write_text(json.dumps(manifest))
-
-
-def edit_manifest(directory: pathlib.Path, edit) -> None:
-    manifest_path = directory / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    edit(manifest)
-    manifest_path.write_text(json.dumps(manifest))
-
-
 def test_a_crafted_checkpoint_loads_as_data_or_fails_cleanly_and_never_runs_code(tmp_path, payload, monkeypatch):
     data, marker = payload
     text = data.decode("latin-1")
@@ -585,7 +562,8 @@ def test_a_crafted_checkpoint_loads_as_data_or_fails_cleanly_and_never_runs_code
     # 1. pickle bytes in `extra` and in a shard's safetensors metadata: just data
     extra = {"note": text, "b64": base64.b64encode(data).decode(), "dict": {"__reduce__": text}}
     checkpoint.save(directory, model=model, optimizer=opt, extra=extra)
-    rewrite_shard_metadata(shard(directory, 0), {"payload": text, "__reduce__": base64.b64encode(data).decode()})
+    rewrite_shard_header(shard(directory, 0), lambda header: header["__metadata__"].update(
+        payload=text, __reduce__=base64.b64encode(data).decode()))
     live = make_model(1)
     lopt = make_optimizer("adam", live)
     with unpickling_fails(monkeypatch):
@@ -608,23 +586,20 @@ def test_a_crafted_checkpoint_loads_as_data_or_fails_cleanly_and_never_runs_code
         lopt = make_optimizer("adam", live)
         train(live, lopt, range(1))
         before = snapshot(live, lopt)
-        try:
-            with unpickling_fails(monkeypatch):
-                checkpoint.load(directory, model=live, optimizer=lopt)
-        except CheckpointError:
-            assert_unchanged(before, live, lopt)
-        else:  # loaded as plain data (a dtype name is data too): the values are the saved ones
-            assert what == "state dtype", what
-            np.testing.assert_array_equal(flat_params(live), flat_params(model))
+        with unpickling_fails(monkeypatch), pytest.raises(CheckpointError, match="manifest.json: field "):
+            checkpoint.load(directory, model=live, optimizer=lopt)
+        assert_unchanged(before, live, lopt)
         assert not marker.exists(), what
     # 3. a pickle instead of a shard or of the manifest
+    shutil.rmtree(directory)
+    checkpoint.save(directory, model=model, optimizer=opt, extra={"v": 1})
     shard(directory, 0).write_bytes(data)
-    refresh_manifest(shard(directory, 0))
+    refresh_shard_checksum(shard(directory, 0))
     fresh = make_model(1)
     with unpickling_fails(monkeypatch):
-        with pytest.raises(CheckpointError, match="not a readable shard"):
+        with pytest.raises(CheckpointError, match=r"field files\[0\]: the pieces of rank 0 need \d+ bytes"):
             checkpoint.load(directory, model=fresh)
-        (directory / "manifest.json").write_bytes(data)
+        manifest_path(directory).write_bytes(data)
         with pytest.raises(CheckpointError, match="manifest.json: not valid JSON"):
             checkpoint.load(directory, model=fresh)
         with pytest.raises(CheckpointError):
@@ -655,7 +630,7 @@ def check_survivor(directory: pathlib.Path, logged: list, previous, first: int):
         extra = checkpoint.load(directory, model=model, optimizer=opt)
     except CheckpointError as exc:
         assert None in allowed, f"no loadable checkpoint ({exc}), but version(s) {sorted(allowed - {None})} finished"
-        assert "no manifest" in str(exc), exc
+        assert "no LATEST pointer" in str(exc) or "no such checkpoint directory" in str(exc), exc
         assert_unchanged((np.full(sum(p.data.size for p in model.parameters()), -1.0, np.float32), {}), model, opt)
         return None
     version = extra["version"]
@@ -710,8 +685,9 @@ def test_a_save_killed_at_any_moment_leaves_the_previous_checkpoint_whole_single
     # the next complete save cleans up what the killed ones left behind
     set_version(model, opt, 7)
     checkpoint.save(directory, model=model, optimizer=opt, extra={"version": 7})
-    assert sorted(p.name for p in directory.iterdir() if not p.name.startswith("shard-")) == ["manifest.json"]
-    assert len(list(directory.glob("shard-*"))) == 1
+    (save,) = directory.glob("save-*")  # every older or interrupted save is gone
+    assert sorted(p.name for p in directory.iterdir()) == [".lock", "LATEST", save.name]
+    assert sorted(p.name for p in save.iterdir()) == ["manifest.json", "shard-00000-of-00001.safetensors"]
     assert check_survivor(directory, [7], None, 8) == 7
 
 

@@ -10,7 +10,6 @@ of leaving the others waiting in a collective.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import pathlib
 import shutil
@@ -29,7 +28,8 @@ from distributed.checkpoint import CheckpointError
 from distributed.comm import MPIComm, SelfComm
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the shared workload
-from checkpoint_workload import (HIDDEN, IN, OUT, batch, flat_params, make_model, make_optimizer, train,  # noqa: E402
+from checkpoint_workload import (HIDDEN, IN, OUT, batch, flat_params, flip_byte, make_model,  # noqa: E402
+                                 edit_manifest, make_optimizer, rewrite_shard_header, shard, train,
                                  uninterrupted)
 
 pytestmark = pytest.mark.mpi(min_size=2)
@@ -167,7 +167,7 @@ def test_lbfgs_state_is_saved_whole_by_rank_0_and_round_trips(world, mpi_tmp_pat
     run(model, opt, 3)
     problems = []
     from safetensors import safe_open
-    (mine,) = pathlib.Path(path).glob(f"shard-{world.rank:05d}-of-*.safetensors")
+    mine = shard(path, world.rank)
     with safe_open(str(mine), framework="np") as f:
         plain = [k for k in f.keys() if k.startswith("plain/")]  # noqa: SIM118 - a safe_open handle, not a dict
     if bool(plain) != (world.rank == 0):
@@ -191,17 +191,6 @@ def test_lbfgs_state_is_saved_whole_by_rank_0_and_round_trips(world, mpi_tmp_pat
 # ---------------------------------------------------------------------------------------- damaged checkpoints
 
 
-def shard(directory, rank: int) -> pathlib.Path:
-    (path,) = pathlib.Path(directory).glob(f"shard-{rank:05d}-of-*.safetensors")
-    return path
-
-
-def flip_byte(path: pathlib.Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x40
-    path.write_bytes(bytes(data))
-
-
 class Renamed(nn.Module):
     def __init__(self):
         super().__init__()
@@ -219,28 +208,51 @@ def other_checkpoint(world, path, which: str) -> None:
     checkpoint.save(path, model=model, optimizer=opt)
 
 
+def replace_with(directory, other) -> None:
+    shutil.rmtree(directory)
+    shutil.copytree(other, directory)
+
+
 # (damage done by rank 0, the error every rank must raise); the last rank's shard is checked and, when
 # sharded, read only by the last rank: the others learn of the damage only by agreeing on errors
 DAMAGE = {
     "flipped byte": (lambda d, n, o: flip_byte(shard(d, n - 1), -3),
-                     lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.\w+\.safetensors: SHA-256 does not match"),
+                     lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.safetensors: SHA-256 does not match"),
     "truncated shard": (lambda d, n, o: os.truncate(shard(d, n - 1), 100),
-                        lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.\w+\.safetensors: shard file has 100 bytes"),
+                        lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.safetensors: shard file has 100 bytes"),
     "missing shard": (lambda d, n, o: shard(d, 1).unlink(),
-                      lambda n: rf"shard-00001-of-{n:05d}\.\w+\.safetensors: shard file is missing"),
-    "another model (shapes)": (lambda d, n, o: shutil.copy(pathlib.Path(o) / "manifest.json", d),
+                      lambda n: rf"shard-00001-of-{n:05d}\.safetensors: shard file is missing"),
+    "another model (shapes)": (lambda d, n, o: replace_with(d, o),
                                lambda n: r"model entry '0\.weight' has shape \(11, 7\) in the checkpoint"),
-    "another model (names)": (lambda d, n, o: shutil.copy(pathlib.Path(o) / "manifest.json", d),
+    "another model (names)": (lambda d, n, o: replace_with(d, o),
                               lambda n: r"another model: missing \['0\.bias'.*unexpected \['encoder\.bias'"),
-    "another optimizer class": (lambda d, n, o: shutil.copy(pathlib.Path(o) / "manifest.json", d),
+    "another optimizer class": (lambda d, n, o: replace_with(d, o),
                                 lambda n: r"holds SGD state; the optimizer is a Adam"),
+    # crafted, checksums fixed: found while validating the manifest (on every rank), or, for the header,
+    # only by the rank that opens the last shard (reading it when sharded, checking it when not)
+    "a header lying about dtypes": (lambda d, n, o: _lie_about_dtype(shard(d, n - 1)),
+                                    lambda n: rf"shard-{n - 1:05d}-of-{n:05d}\.safetensors: '[\w/.]+' is stored as "
+                                              r"I8; the manifest says float32"),
+    "a step of null": (lambda d, n, o: edit_manifest(d, lambda m: m["optimizer"]["scalars"]["3"].update(step=None)),
+                       lambda n: r"field optimizer\.scalars\.3\.step: expected a number, found null"),
+    "an unknown dtype": (lambda d, n, o: edit_manifest(d, lambda m: m["optimizer"]["state"][-1].update(dtype="bf16")),
+                         lambda n: r"'bf16' is not one of"),
 }
+
+
+def _lie_about_dtype(path: pathlib.Path) -> None:
+    """Mark every tensor of a shard int8 in its header (checksums fixed)."""
+    rewrite_shard_header(path, lambda header: [info.update(dtype="I8") for key, info in header.items()
+                                               if key != "__metadata__"])
+
+
 OTHER = {"another model (shapes)": "shapes", "another model (names)": "names", "another optimizer class": "class"}
 
 
 def local_snapshot(model, opt) -> dict:
     """This rank's parameters and its own state arrays (its shard when sharded): no collective."""
-    values = {"params": flat_params(model).copy()}
+    values = {"params": flat_params(model).copy(),
+              "groups": np.array(repr([{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]))}
     for k, p in enumerate(model.parameters()):
         for name, value in (opt.optimizer.state.get(p) or {}).items():
             values[f"{k}/{name}"] = np.array(value, copy=True)
@@ -268,6 +280,7 @@ def test_a_damaged_checkpoint_raises_the_same_clear_error_on_every_rank_and_load
     live = make_model(1)
     lopt = wrap(make_optimizer("adam", live), live, sharded, world)
     train(live, lopt, range(1), world.rank, world.size)  # live state that must survive
+    lopt.param_groups[1]["lr"] = 0.125  # and live hyperparameters
     before = local_snapshot(live, lopt)
     try:
         checkpoint.load(path, model=live, optimizer=lopt)
@@ -277,6 +290,9 @@ def test_a_damaged_checkpoint_raises_the_same_clear_error_on_every_rank_and_load
     except Exception as exc:  # noqa: BLE001 - reported below, on every rank
         outcome = f"{type(exc).__name__} instead of CheckpointError: {exc}"
     problems = [] if re.search(message(world.size), outcome) else [f"rank {world.rank}: {outcome}"]
+    outcomes = world.allgather_object(outcome)
+    if len(set(outcomes)) != 1:
+        problems.append(f"ranks raised different errors: {outcomes}")
     after = local_snapshot(live, lopt)
     if after.keys() != before.keys() or any(not np.array_equal(after[k], before[k]) for k in before):
         problems.append(f"rank {world.rank}: the failed load changed the parameters or the state")
@@ -296,9 +312,8 @@ def test_a_crafted_manifest_fails_on_every_rank_before_anything_is_loaded(world,
     train(model, opt, range(2), world.rank, world.size)
     checkpoint.save(path, model=model, optimizer=opt, extra={"v": 1})
     if world.rank == 0:
-        manifest = json.loads((path / "manifest.json").read_text())
-        manifest["extra"] = {"pickle": "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAR0cnVllIWUUpQu"}
-        (path / "manifest.json").write_text(json.dumps(manifest))
+        pickled = "gASVKAAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAR0cnVllIWUUpQu"
+        edit_manifest(path, lambda m: m.update(extra={"pickle": pickled}))
     world.barrier()
     live = make_model(1)
     lopt = wrap(make_optimizer("adam", live), live, True, world)
@@ -324,8 +339,9 @@ def failing(*args, **kwargs):
 SAVE_FAILURES = {
     # where it fails: (which rank fails, what to break there)
     "directory on rank 0": (0, None),
-    "shard on the last rank": (-1, "write_safetensors"),
-    "manifest on rank 0": (0, "write_manifest"),
+    "shard on the last rank": (-1, "write_shard"),
+    "manifest on rank 0": (0, "write_json"),
+    "pointer on rank 0": (0, "publish"),
 }
 
 
@@ -333,7 +349,7 @@ SAVE_FAILURES = {
 @pytest.mark.parametrize("failure", list(SAVE_FAILURES))
 def test_a_save_failing_on_one_rank_raises_on_every_rank_and_keeps_the_previous_checkpoint(world, mpi_tmp_path,
                                                                                           monkeypatch, failure):
-    from distributed.checkpoint import _save
+    from distributed.checkpoint import _directory, _save
     who, what = SAVE_FAILURES[failure]
     path = mpi_tmp_path / "ck"
     model = make_model(0)
@@ -346,12 +362,12 @@ def test_a_save_failing_on_one_rank_raises_on_every_rank_and_keeps_the_previous_
             (mpi_tmp_path / "a-file").write_text("not a directory")
         world.barrier()
     elif world.rank == who % world.size:
-        monkeypatch.setattr(_save, what, failing)
+        monkeypatch.setattr(_save if what == "write_shard" else _directory, what, failing)
     train(model, opt, range(1, 2), world.rank, world.size)
     try:
         checkpoint.save(path, model=model, optimizer=opt, extra={"version": 2})
         outcome = "saved"
-    except RuntimeError as exc:
+    except CheckpointError as exc:
         outcome = str(exc)
     problems = [] if outcome.startswith("checkpoint save failed") else [f"rank {world.rank}: {outcome}"]
     monkeypatch.undo()
@@ -374,5 +390,5 @@ def test_a_checkpoint_one_rank_cannot_see_raises_on_every_rank(world, mpi_tmp_pa
         outcome = "loaded"
     except CheckpointError as exc:
         outcome = str(exc)
-    problems = [] if "elsewhere/manifest.json: no manifest" in outcome else [f"rank {world.rank}: {outcome}"]
+    problems = [] if "elsewhere: no such checkpoint directory" in outcome else [f"rank {world.rank}: {outcome}"]
     assert problems_everywhere(world, problems) == []
