@@ -11,7 +11,7 @@ rank's shard only (`sharding.py`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import math
 import warnings
 
 import numpy as np
@@ -21,12 +21,13 @@ from lucid.optim import Optimizer
 from lucid.optim._flat import FlatBuffer
 
 from . import comm as _comm
+from . import joining as _joining
+from .agreement import LayoutMismatchError, check_same_layout
 from .buckets import Readiness, plan_buckets
 from .compression import Compression, Compressor
+from .control import Call, JoinedError, Kind
 
-
-class LayoutMismatchError(RuntimeError):
-    """Ranks disagree on the parameters (names, shapes, dtypes, order) or on the wrapper's options."""
+__all__ = ["DistributedOptimizer", "LayoutMismatchError", "check_same_layout"]
 
 
 class DistributedOptimizer:
@@ -42,12 +43,15 @@ class DistributedOptimizer:
         bucket_cap_mb: the most MiB of gradients one all-reduce carries.
         shard_state: partition optimizer state across ranks (ZeRO stage 1/2).
         comm: a `Communicator` (default: `distributed.init()`).
+        gradient_predivide_factor: with op=Average, gradients are divided by this factor before the
+            sum and by (ranks / factor) after it (Horovod's; 1.0: the plain average).
     """
 
     def __init__(self, optimizer, named_parameters=None, *, op=_comm.Average, compression=Compression.none,
                  backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
-                 comm=None):
+                 comm=None, gradient_predivide_factor: float = 1.0):
         _check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
+        self.gradient_predivide_factor = _check_predivide(gradient_predivide_factor, op)
         if shard_state and optimizer.rule is None:
             raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
                              f"{type(optimizer).__name__} is not elementwise (it has no rule)")
@@ -65,6 +69,11 @@ class DistributedOptimizer:
         self._synchronized = None  # None, "user" or "internal": who reduced this step's gradients
         self._should_synchronize = True
         self._sharding = None
+        self._sync_enabled = True   # False inside no_sync()
+        self._shadowing = False     # True while a joined rank shadows the others' presence exchange
+        self._consolidated = None   # consolidate_state_dict()'s full dict, on its rank, until the next step
+        self._steps = 0
+        self._owner = _joining.register(self.comm, self)
         self._build()
         self._hooks = []
         if self.comm.size > 1:
@@ -145,13 +154,25 @@ class DistributedOptimizer:
         names = {id(p): n for p, n in self._names.items()}
         options = ("options", f"op={self.op.name}", f"compression={self.compression.name}",
                    f"backward_passes_per_step={self.backward_passes_per_step}",
-                   f"bucket_cap_mb={self.bucket_cap_mb}", f"shard_state={self.shard_state}")
+                   f"bucket_cap_mb={self.bucket_cap_mb}", f"shard_state={self.shard_state}",
+                   f"gradient_predivide_factor={self.gradient_predivide_factor}")
         return [options] + [(names[id(p)], tuple(p.shape), p.dtype.name) for p in self._bucket_params]
 
     # ------------------------------------------------------------------ communication
 
+    def call(self, name: str, bucket: int = -1, args: tuple = (), shadow: bool = False) -> Call:
+        """What this optimizer's collectives say they are (control messages, stall reports, join)."""
+        return Call(name, self._steps, bucket, self._owner, args, shadow)
+
+    def scale_factors(self) -> tuple:
+        """(prescale, postscale) of the gradient reduction: Horovod's split of gradient_predivide_factor."""
+        factor = self.gradient_predivide_factor
+        return (1.0 / factor, factor) if factor != 1.0 else (1.0, 1.0)
+
     def _on_gradient(self, param) -> None:
         """Post-accumulate-grad hook: launch every bucket this gradient completes (in bucket order)."""
+        if not self._sync_enabled:
+            return  # no_sync(): this backward only accumulates
         for index in self._readiness.mark(param):
             self._launch(self._buckets[index])
         if self._requests:
@@ -164,17 +185,38 @@ class DistributedOptimizer:
             self._requests[bucket.index] = self._sharding.launch(bucket)
             return
         wire_dtype = self.compression.wire_dtype(bucket.grad.dtype)
+        call = self.call("gradients", bucket.index, shadow=True)
         if wire_dtype is None:
-            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op)
+            pre, post = self.scale_factors()
+            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op, call=call, prescale_factor=pre,
+                                                                postscale_factor=post)
             return
         if bucket.wire is None or bucket.wire.shape != bucket.grad.shape:
             bucket.wire = bucket.flat.xp.empty(bucket.grad.shape, dtype=wire_dtype)
-        scale = 1.0 / self.comm.size if self.op is _comm.Average else 1.0
-        # average before the cast: a float16 sum of full gradients overflows sooner
-        bucket.flat.xp.multiply(bucket.grad, scale, out=bucket.wire, casting="same_kind")
-        request = self.comm.iallreduce(bucket.wire, _comm.Sum)
-        self._requests[bucket.index] = _comm.Request(
-            None, lambda: (request.wait(), bucket.flat.xp.copyto(bucket.grad, bucket.wire)))
+        # average (or predivide) before the cast: a float16 sum of full gradients overflows sooner
+        bucket.flat.xp.multiply(bucket.grad, self.wire_scale(), out=bucket.wire, casting="same_kind")
+        request = self.comm.iallreduce(bucket.wire, _comm.Sum, call=call)
+
+        def finish():
+            request.wait()
+            bucket.flat.xp.copyto(bucket.grad, bucket.wire)
+            self.rescale(bucket.grad, request.contributors)
+        self._requests[bucket.index] = _comm.Request(None, finish)
+
+    def wire_scale(self) -> float:
+        """The factor gradients get before a compressed (or sharded) sum: the predivide, else 1/size."""
+        if self.gradient_predivide_factor != 1.0:
+            return 1.0 / self.gradient_predivide_factor
+        return 1.0 / self.comm.size if self.op is _comm.Average else 1.0
+
+    def rescale(self, reduced, contributors) -> None:
+        """After a sum of `wire_scale()`d gradients: the rest of the average over `contributors` ranks
+        (None: all of them)."""
+        contributors = contributors or self.comm.size
+        factor = self.gradient_predivide_factor / contributors if self.gradient_predivide_factor != 1.0 else (
+            self.comm.size / contributors if self.op is _comm.Average else 1.0)
+        if factor != 1.0:
+            reduced *= reduced.dtype.type(factor)
 
     def synchronize(self) -> None:
         """Finish reducing this step's gradients (every rank must call it; `step()` does)."""
@@ -186,11 +228,13 @@ class DistributedOptimizer:
         if self.comm.size > 1 or self._sharding is not None:
             present = np.array([p._grad is not None for p in self._bucket_params]
                                + [not all(f.is_intact() for f in self._flats)], dtype=np.uint8)
+            if self._shadowing:
+                present[:] = 0  # a joined rank contributes no gradient
             for index in self._readiness.remaining():
                 self._launch(self._fill_missing(self._buckets[index]))
             for bucket in self._buckets:
                 self._requests.pop(bucket.index).wait()
-            anywhere = self.comm.allreduce_max(present)
+            anywhere = self.comm.allreduce_max(present, call=self.call("gradient presence", shadow=True))
             for p, seen in zip(self._bucket_params, anywhere[:-1]):
                 if not seen:
                     p._grad = None  # no rank computed it: leave it out of the step, as one process would
@@ -211,6 +255,19 @@ class DistributedOptimizer:
         return bucket
 
     @contextlib.contextmanager
+    def no_sync(self):
+        """Inside this block backward passes only accumulate gradients locally (DDP's no_sync()).
+
+        The first backward pass after the block reduces the accumulated sum, so k - 1 passes inside and
+        one outside equal `backward_passes_per_step=k`.
+        """
+        previous, self._sync_enabled = self._sync_enabled, False
+        try:
+            yield
+        finally:
+            self._sync_enabled = previous
+
+    @contextlib.contextmanager
     def skip_synchronize(self):
         """Inside this block `step()` does not reduce: use after calling `synchronize()` yourself."""
         self._should_synchronize = False
@@ -224,6 +281,9 @@ class DistributedOptimizer:
     def step(self, closure=None):
         """Reduce the gradients (unless already done), then run the wrapped optimizer's step."""
         if closure is not None and self.optimizer.requires_closure:
+            if self.comm.joined_ranks():
+                raise JoinedError(f"{type(self.optimizer).__name__} evaluates its closure several times a step, "
+                                  f"which ranks {list(self.comm.joined_ranks())} in join() cannot shadow")
             # LBFGS evaluates the closure itself, several times a step: each evaluation must be reduced
             return self.optimizer.step(self._reducing(closure))
         loss = None
@@ -235,12 +295,20 @@ class DistributedOptimizer:
                 warnings.warn("optimizer.step() called without optimizer.skip_synchronize() context after "
                               "optimizer.synchronize(). This can cause training slowdown.", stacklevel=2)
             self._reduce("internal")
+        if self._announce("step"):
+            self._share_hyperparameters()
+        self._local_step()
+        return loss
+
+    def _local_step(self) -> None:
+        """The wrapped optimizer's step on the reduced gradients (this rank's shard, then an all-gather)."""
+        self._consolidated = None
         if self._sharding is not None:
             self._sharding.step()
         else:
             self.optimizer.step()
+        self._steps += 1
         self._synchronized = None
-        return loss
 
     def _reducing(self, closure):
         """`closure`, followed by the reduction of its gradients and of its loss (so that every rank's
@@ -252,7 +320,7 @@ class DistributedOptimizer:
             if self.comm.size > 1 and loss is not None:
                 from lucid.tensor import Tensor
                 value = np.array([float(loss)], dtype=np.float64)
-                self.comm.allreduce(value, self.op)
+                self.comm.allreduce(value, self.op, call=self.call("closure loss"))
                 loss = Tensor(value[0])
             return loss
         return evaluate
@@ -272,9 +340,12 @@ class DistributedOptimizer:
         Returns:
             The global norm before clipping (a 0-d float64 lucid Tensor), the same on every rank.
         """
-        from lucid.tensor import Tensor
         self._reduce("internal")
-        norm_type = float(norm_type)
+        self._announce("clip_grad_norm_", (float(max_norm), float(norm_type)))
+        return self._clip(float(max_norm), float(norm_type))
+
+    def _clip(self, max_norm: float, norm_type: float):
+        from lucid.tensor import Tensor
         total = self._global_norm(norm_type)
         coefficient = min(float(max_norm) / (total + 1e-6), 1.0)
         for flat in self._flats:
@@ -291,13 +362,33 @@ class DistributedOptimizer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        """The full state dict the wrapped optimizer would give in one process (a collective when sharded)."""
+        """The full state dict the wrapped optimizer would give in one process (a collective when sharded,
+        except on the rank that `consolidate_state_dict()` gathered it onto, until the next step)."""
+        if self._consolidated is not None:
+            return dict(self._consolidated, param_groups=self.optimizer.state_dict()["param_groups"])
         if self._sharding is not None:
             return self._sharding.state_dict()
         return self.optimizer.state_dict()
 
+    def consolidate_state_dict(self, to: int = 0) -> None:
+        """Gather the full state dict onto rank `to` (torch ZeroRedundancyOptimizer's; every rank calls it).
+
+        Afterwards `state_dict()` on rank `to` returns it without communicating, so
+        `if rank == to: save(opt.state_dict())` works with `shard_state=True`, until the next `step()`.
+        """
+        if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size:
+            raise ValueError(f"consolidate_state_dict: rank {to!r} is out of range for a world of size "
+                             f"{self.comm.size}")
+        if self._sharding is not None:
+            full = self._sharding.state_dict()
+        else:
+            self.comm.barrier(call=self.call("consolidate_state_dict"))  # a collective for every rank alike
+            full = self.optimizer.state_dict()
+        self._consolidated = full if self.comm.rank == to else None
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a full state dict (from any world size, or from a plain optimizer)."""
+        self._consolidated = None
         if self._sharding is not None:
             self._sharding.load_state_dict(state_dict)
         else:
@@ -313,6 +404,69 @@ class DistributedOptimizer:
         if self.comm.size > 1:
             self._hooks += [p.register_post_accumulate_grad_hook(self._on_gradient) for p in new]
         self._build()
+
+
+    # ------------------------------------------------------------------ distributed.join()
+
+    def _announce(self, name: str, args: tuple = ()) -> bool:
+        """Tell ranks inside join() about a step or clip they must shadow; False (no message) when none."""
+        if not self.comm.joined_ranks():  # every rank has drained: all decide alike
+            return False
+        self.comm.control_exchange(Kind.ANNOUNCE, self.call(name, args=args, shadow=True))
+        return True
+
+    def _share_hyperparameters(self, root=None) -> None:
+        """The groups' options (a scheduler's lr) from `root` (default: the lowest rank not joined)."""
+        if root is None:
+            root = min(set(range(self.comm.size)) - set(self.comm.joined_ranks()))
+        options = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        options = self.comm.broadcast_object(options if self.comm.rank == root else None, root,
+                                             call=self.call("step hyperparameters"))
+        for group, received in zip(self.optimizer.param_groups, options):
+            group.update(received)
+
+    def check_joinable(self) -> None:
+        """Raise unless this rank may call join(): no gradients waiting to be reduced."""
+        if self._requests or self._readiness.any_gradient:
+            raise RuntimeError("join() was called with gradients computed since the last optimizer.step(): "
+                               "call step() (or zero_grad()) first")
+
+    def joined(self, last: int) -> None:
+        """Every rank has joined: all take the options of the rank that stepped last."""
+        self._share_hyperparameters(last)
+
+    def shadow(self, comm, kind: Kind, call: Call) -> None:
+        """distributed.join()'s hook: take part, with no gradient of this rank's own, in the call the
+        ranks not joined are making (gradient buckets, the presence exchange, step, clip_grad_norm_)."""
+        if call.name == "gradients":
+            if self._readiness.next_launch == 0:  # the step's first bucket: contribute zeros
+                for bucket in self._buckets:
+                    bucket.grad.fill(0)
+                    self._fill_missing(bucket)
+            self._readiness.next_launch = call.bucket + 1
+            self._launch(self._buckets[call.bucket])
+        elif call.name == "gradient presence":
+            self._shadowing = True
+            try:
+                self._reduce("internal")
+            finally:
+                self._shadowing = False
+        elif call.name in ("step", "clip_grad_norm_"):
+            self.comm.control_exchange(kind, call)  # the announcement itself, already exchanged
+            if call.name == "step":
+                self._share_hyperparameters()
+                self._local_step()
+            else:
+                self._clip(*call.args)
+
+
+def _check_predivide(factor, op) -> float:
+    """Horovod's validation of gradient_predivide_factor."""
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"gradient_predivide_factor must be a positive number, got {factor!r}")
+    if factor != 1.0 and _comm.ReduceOp(op) is not _comm.Average:
+        raise ValueError("gradient_predivide_factor not supported with op != Average")
+    return float(factor)
 
 
 def _partial_norm(grad, norm_type: float) -> float:
@@ -370,35 +524,3 @@ def _parameter_names(optimizer, named_parameters) -> dict:
                          f"(optimizer parameters at positions {missing}): pass model.named_parameters() of "
                          "the model the optimizer trains")
     return {p: by_param[p] for p in params}
-
-
-def check_same_layout(comm, layout: list) -> None:
-    """Raise the same LayoutMismatchError on every rank unless all ranks passed an equal `layout`.
-
-    One small collective (a digest per rank) when they agree; a second one to explain when they don't.
-    """
-    digest = hashlib.sha256(repr(layout).encode()).hexdigest()
-    digests = comm.allgather_object(digest)
-    if len(set(digests)) == 1:
-        return
-    layouts = comm.allgather_object(layout)
-    raise LayoutMismatchError(describe_difference(layouts))
-
-
-def describe_difference(layouts: list) -> str:
-    """Name the first entry where ranks' layouts differ, and which ranks hold which value."""
-    longest = max(len(layout) for layout in layouts)
-    for position in range(longest):
-        values = {}
-        for rank, layout in enumerate(layouts):
-            entry = layout[position] if position < len(layout) else ("<none>",)
-            values.setdefault(repr(entry), []).append(rank)
-        if len(values) > 1:
-            held = "; ".join(f"{entry} on ranks {ranks}" for entry, ranks in values.items())
-            if position == 0:
-                return f"ranks disagree on the DistributedOptimizer options: {held}"
-            counts = sorted({len(layout) - 1 for layout in layouts})
-            count_note = f" (ranks have {counts} parameters)" if len(counts) > 1 else ""
-            return (f"ranks disagree on parameter {position - 1} (name, shape, dtype) in bucket order"
-                    f"{count_note}: {held}")
-    return "ranks disagree on the parameter layout"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import collections
+import time
 
 
 class Request:
     """A pending non-blocking operation; `wait()` completes it (and runs its completion step once)."""
+
+    contributors = None  # ranks whose data it combined, when fewer than all may have (distributed.join)
 
     def __init__(self, mpi_request=None, on_complete=None):
         self._mpi_request = mpi_request
@@ -45,17 +48,27 @@ class Pipeline:
     here starts strictly in submission order on every rank, when the collective before it completes
     (inside `progress()` or `wait()`); a blocking collective of the communicator calls `drain()` first,
     so it cannot overtake a queued one.
+
+    A `gate` entry (a control message) finishes before anything after it starts: its completion
+    decides whether the data behind it moves. A `start` that returns None started nothing (its work
+    was cancelled). `break_(error)` drops everything queued; later use raises `error`. While `wait()`
+    blocks, `waiting_since` and `waiting_on` (the label of the oldest unfinished entry) say so.
     """
 
     def __init__(self, in_flight: int = IN_FLIGHT):
         self.in_flight = in_flight
-        self._queued = collections.deque()   # (start, complete) not started yet
-        self._active = collections.deque()   # (MPI request, complete) started, oldest first
+        self._queued = collections.deque()   # (start, complete, gate, label) not started yet
+        self._active = collections.deque()   # (MPI request, complete, gate, label) started, oldest first
         self.submitted = self.completed = 0
+        self.broken = None
+        self.waiting_since = None
+        self.waiting_on = None
 
-    def submit(self, start, complete=None) -> int:
+    def submit(self, start, complete=None, gate: bool = False, label=None) -> int:
         """Queue `start()` (which starts one MPI collective and returns its request); returns its number."""
-        self._queued.append((start, complete))
+        if self.broken is not None:
+            raise self.broken
+        self._queued.append((start, complete, gate, label))
         self.submitted += 1
         self._start_more()
         return self.submitted
@@ -67,32 +80,59 @@ class Pipeline:
 
     def wait(self, number: int) -> None:
         """Block until collective `number` and all submitted before it have completed."""
-        while self.completed < number:
-            self._active[0][0].Wait()
-            self._retire()
+        if self.completed < number:
+            self.waiting_since = time.monotonic()
+            try:
+                while self.completed < number and self._active:
+                    self.waiting_on = self._active[0][3]
+                    self._active[0][0].Wait()
+                    self._retire()
+            finally:
+                self.waiting_since = self.waiting_on = None
+        if self.broken is not None:
+            raise self.broken
 
     def drain(self) -> None:
         self.wait(self.submitted)
 
+    def break_(self, error: Exception) -> None:
+        """Nothing more runs here: queued work is dropped and every later use raises `error`."""
+        self.broken = error
+        self.completed += len(self._queued)
+        self._queued.clear()
+
     def _retire(self) -> None:
-        _, complete = self._active.popleft()
+        _, complete, gate, _ = self._active.popleft()
         self.completed += 1
-        self._start_more()  # first: the next piece travels while this one is finished off
+        if gate and complete is not None:
+            complete()  # first: it decides whether what follows may start
+            complete = None
+        self._start_more()  # the next piece travels while this one is finished off
         if complete is not None:
             complete()
 
     def _start_more(self) -> None:
-        while self._queued and len(self._active) < self.in_flight:
-            start, complete = self._queued.popleft()
-            self._active.append((start(), complete))
+        while self._queued and len(self._active) < self.in_flight and self.broken is None:
+            if self._active and self._active[-1][2]:
+                return  # a gate decides first whether what follows it starts
+            start, complete, gate, label = self._queued.popleft()
+            request = start()
+            if request is None:  # cancelled: counts as done at once
+                self.completed += 1
+                continue
+            self._active.append((request, complete, gate, label))
 
 
 class PipelinedRequest(Request):
-    """Work submitted to a `Pipeline`, complete once collective `number` (and all before it) has."""
+    """Work submitted to a `Pipeline`, complete once collective `number` (and all before it) has.
 
-    def __init__(self, pipeline: Pipeline, number: int):
+    With `op` (the collective's control state, `comm.Op`), `wait()` raises the error its control
+    exchange settled on, and `contributors` is the number of ranks whose data it combined.
+    """
+
+    def __init__(self, pipeline: Pipeline, number: int, op=None):
         super().__init__()
-        self._pipeline, self._number = pipeline, number
+        self._pipeline, self._number, self._op = pipeline, number, op
         self.done = False
 
     def test(self) -> bool:
@@ -103,3 +143,9 @@ class PipelinedRequest(Request):
         if not self.done:
             self._pipeline.wait(self._number)
             self.done = True
+        if self._op is not None and self._op.error is not None:
+            raise self._op.error
+
+    @property
+    def contributors(self) -> int:
+        return self._op.contributors if self._op is not None else None

@@ -9,6 +9,7 @@ import pytest
 
 import distributed
 from distributed import comm as comm_module
+from distributed import cuda_aware
 from distributed.comm import SelfComm, detect_cuda_aware
 
 _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
@@ -73,7 +74,7 @@ def test_module_functions_use_the_self_world(no_launcher):
     a = np.array([1.0, 2.0])
     assert distributed.allreduce(a) is a
     np.testing.assert_array_equal(a, [1.0, 2.0])
-    with pytest.raises(TypeError, match="allreduce takes an array"):
+    with pytest.raises(TypeError, match="allreduce takes a number, an array or a lucid Tensor"):
         distributed.allreduce([1.0, 2.0])
 
 
@@ -149,9 +150,9 @@ class _FakeComm:
 
 def test_cuda_aware_detection_reads_memory_alloc_kinds(monkeypatch):
     monkeypatch.delenv("LUCID_MPI_CUDA_AWARE", raising=False)
-    monkeypatch.setattr(comm_module, "_vendor_query", lambda: None)
+    monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: None)
     assert detect_cuda_aware(_FakeMPI("mpi,system,cuda:device"), _FakeComm()) is True
     assert detect_cuda_aware(_FakeMPI("mpi,system"), _FakeComm()) is False
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is False
-    monkeypatch.setattr(comm_module, "_vendor_query", lambda: True)
+    monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: True)
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is True
