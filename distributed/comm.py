@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
+import weakref
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from . import control
 from .control import Call, Kind
 from .cuda_aware import detect_cuda_aware, pinned_copy, pinned_empty
 from .launcher import check_world, launched_by_mpi, launcher_size
-from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request
+from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request, open_gate
 
 __all__ = ["ReduceOp", "Sum", "Average", "Communicator", "SelfComm", "MPIComm", "Request", "Call", "init",
            "is_initialized", "world", "launched_by_mpi", "detect_cuda_aware"]
@@ -191,10 +192,10 @@ def _check_rows(array) -> None:
 class Op:
     """One collective on this rank: its control record, and how its control exchange settled."""
 
-    __slots__ = ("record", "number", "outcome", "error")
+    __slots__ = ("record", "number", "gate", "outcome", "error")
 
     def __init__(self, record, number: int):
-        self.record, self.number, self.outcome, self.error = record, number, None, None
+        self.record, self.number, self.gate, self.outcome, self.error = record, number, None, None, None
 
     @property
     def contributors(self) -> int:
@@ -223,6 +224,8 @@ class MPIComm(Communicator):
         local.Free()
         self.world_ranks = self.comm.Get_group().Translate_ranks(list(range(self.size)), MPI.COMM_WORLD.Get_group())
         self._cuda_aware = None
+        self._control = self.comm.Dup()  # control messages run ahead of the data, in a lane of their own
+        weakref.finalize(self, _free, MPI, self._control)
         self._pipeline = Pipeline()
         self._prematched = None
         self.entered, self.last_entered, self.joined = 0, None, ()
@@ -244,12 +247,13 @@ class MPIComm(Communicator):
             if any(mine[f] != theirs[f] for f in control.SHADOW_MATCHED):
                 raise RuntimeError(f"internal error: a joined rank shadowed {control.describe(theirs)} with "
                                    f"{control.describe(mine)}")
+            op.gate = open_gate(op)
             self._settle(op, outcome)
             return op
         gathered = np.empty(self.size, control.RECORD)
         send, recv = op.record.view(np.uint8), gathered.view(np.uint8)
-        self._pipeline.submit(lambda: self.comm.Iallgather(send, recv),
-                              lambda: self._settle(op, control.settle(gathered, self.label)), gate=True, label=op)
+        op.gate = self._pipeline.control(lambda: self._control.Iallgather(send, recv),
+                                         lambda: self._settle(op, control.settle(gathered, self.label)), label=op)
         return op
 
     def _settle(self, op: Op, outcome) -> None:
@@ -270,7 +274,8 @@ class MPIComm(Communicator):
         def guarded_complete():
             if op.error is None:
                 complete()
-        return self._pipeline.submit(guarded_start, None if complete is None else guarded_complete, label=op)
+        return self._pipeline.submit(guarded_start, None if complete is None else guarded_complete, after=op.gate,
+                                     label=op)
 
     def _settled(self, op: Op) -> None:
         """Wait for everything queued (so `op`'s control exchange too) and raise what it settled on."""
@@ -416,6 +421,12 @@ class MPIComm(Communicator):
     def library(self) -> str:
         """The MPI library's name and version, on one line."""
         return " ".join(self._MPI.Get_library_version().split()[:3])
+
+
+def _free(MPI, communicator) -> None:
+    """Free a communicator this module made (communicator ids are a finite resource), unless MPI is gone."""
+    if not MPI.Is_finalized():
+        communicator.Free()
 
 
 def _scale(buf, factor: float):

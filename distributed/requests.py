@@ -36,6 +36,21 @@ PIECE_BYTES = 1 << 20
 IN_FLIGHT = 1
 
 
+class Gate:
+    """A control message in flight: the data submitted `after` it waits until it has settled."""
+
+    __slots__ = ("request", "settle", "label", "settled")
+
+    def __init__(self, request, settle, label):
+        self.request, self.settle, self.label = request, settle, label
+        self.settled = request is None
+
+
+def open_gate(label=None) -> Gate:
+    """A gate that is open already (its control exchange happened elsewhere)."""
+    return Gate(None, None, label)
+
+
 class Pipeline:
     """The non-blocking collectives of one communicator, started in submission order, IN_FLIGHT at a time.
 
@@ -49,51 +64,83 @@ class Pipeline:
     (inside `progress()` or `wait()`); a blocking collective of the communicator calls `drain()` first,
     so it cannot overtake a queued one.
 
-    A `gate` entry (a control message) finishes before anything after it starts: its completion
-    decides whether the data behind it moves. A `start` that returns None started nothing (its work
-    was cancelled). `break_(error)` drops everything queued; later use raises `error`. While `wait()`
-    blocks, `waiting_since` and `waiting_on` (the label of the oldest unfinished entry) say so.
+    Control messages travel in a lane of their own (on a communicator of their own, `control()`): each
+    starts at once and settles in order, so it is usually settled by the time the data behind it gets
+    its turn; data submitted `after` a gate starts only once the gate has settled, and a start that
+    returns None started nothing (its work was cancelled). `break_(error)` drops everything queued;
+    later use raises `error`. While `wait()` blocks, `waiting_since` and `waiting_on` (the label of
+    what it waits for) say so.
     """
 
     def __init__(self, in_flight: int = IN_FLIGHT):
         self.in_flight = in_flight
+        self._gates = collections.deque()    # control messages started, not settled yet, oldest first
         self._queued = collections.deque()   # (start, complete, gate, label) not started yet
-        self._active = collections.deque()   # (MPI request, complete, gate, label) started, oldest first
+        self._active = collections.deque()   # (MPI request, complete, label) started, oldest first
         self.submitted = self.completed = 0
         self.broken = None
         self.waiting_since = None
         self.waiting_on = None
 
-    def submit(self, start, complete=None, gate: bool = False, label=None) -> int:
+    def control(self, start, settle, label=None) -> Gate:
+        """Start a control message now; `settle()` runs when it completes (control messages in order)."""
+        if self.broken is not None:
+            raise self.broken
+        gate = Gate(start(), settle, label)
+        self._gates.append(gate)
+        return gate
+
+    def submit(self, start, complete=None, after: Gate | None = None, label=None) -> int:
         """Queue `start()` (which starts one MPI collective and returns its request); returns its number."""
         if self.broken is not None:
             raise self.broken
-        self._queued.append((start, complete, gate, label))
+        self._queued.append((start, complete, after, label))
         self.submitted += 1
         self._start_more()
         return self.submitted
 
     def progress(self) -> None:
         """Retire what has completed (without blocking) and start what may start."""
+        while self._gates and self._gates[0].request.Test():
+            self._settle_gate()
         while self._active and self._active[0][0].Test():
             self._retire()
+        self._start_more()
 
     def wait(self, number: int) -> None:
         """Block until collective `number` and all submitted before it have completed."""
-        if self.completed < number:
+        self._block_until(lambda: self.completed >= number)
+
+    def wait_gate(self, gate: Gate) -> None:
+        """Block until `gate` has settled."""
+        self._block_until(lambda: gate.settled)
+
+    def drain(self) -> None:
+        """Block until everything submitted has completed and every control message has settled."""
+        self._block_until(lambda: self.completed >= self.submitted and not self._gates)
+
+    def _block_until(self, done) -> None:
+        if not done():
             self.waiting_since = time.monotonic()
             try:
-                while self.completed < number and self._active:
-                    self.waiting_on = self._active[0][3]
-                    self._active[0][0].Wait()
-                    self._retire()
+                while not done() and self.broken is None:
+                    self.progress()
+                    if done() or self.broken is not None:
+                        break
+                    if self._active:  # MPI's progress engine moves the control lane meanwhile
+                        self.waiting_on = self._active[0][2]
+                        self._active[0][0].Wait()
+                        self._retire()
+                    elif self._gates:
+                        self.waiting_on = self._gates[0].label
+                        self._gates[0].request.Wait()
+                        self._settle_gate()
+                    else:
+                        break
             finally:
                 self.waiting_since = self.waiting_on = None
         if self.broken is not None:
             raise self.broken
-
-    def drain(self) -> None:
-        self.wait(self.submitted)
 
     def break_(self, error: Exception) -> None:
         """Nothing more runs here: queued work is dropped and every later use raises `error`."""
@@ -101,26 +148,29 @@ class Pipeline:
         self.completed += len(self._queued)
         self._queued.clear()
 
+    def _settle_gate(self) -> None:
+        gate = self._gates.popleft()
+        gate.settled = True
+        gate.settle()
+
     def _retire(self) -> None:
-        _, complete, gate, _ = self._active.popleft()
+        _, complete, _ = self._active.popleft()
         self.completed += 1
-        if gate and complete is not None:
-            complete()  # first: it decides whether what follows may start
-            complete = None
-        self._start_more()  # the next piece travels while this one is finished off
+        self._start_more()  # first: the next piece travels while this one is finished off
         if complete is not None:
             complete()
 
     def _start_more(self) -> None:
         while self._queued and len(self._active) < self.in_flight and self.broken is None:
-            if self._active and self._active[-1][2]:
-                return  # a gate decides first whether what follows it starts
-            start, complete, gate, label = self._queued.popleft()
+            start, complete, gate, label = self._queued[0]
+            if gate is not None and not gate.settled:
+                return  # its control message decides first whether it starts at all
+            self._queued.popleft()
             request = start()
             if request is None:  # cancelled: counts as done at once
                 self.completed += 1
                 continue
-            self._active.append((request, complete, gate, label))
+            self._active.append((request, complete, label))
 
 
 class PipelinedRequest(Request):
@@ -137,11 +187,13 @@ class PipelinedRequest(Request):
 
     def test(self) -> bool:
         self._pipeline.progress()
-        return self._pipeline.completed >= self._number
+        return self._pipeline.completed >= self._number and (self._op is None or self._op.gate.settled)
 
     def wait(self) -> None:
         if not self.done:
             self._pipeline.wait(self._number)
+            if self._op is not None:
+                self._pipeline.wait_gate(self._op.gate)
             self.done = True
         if self._op is not None and self._op.error is not None:
             raise self._op.error

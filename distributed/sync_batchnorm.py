@@ -1,9 +1,10 @@
 """SyncBatchNorm: batch normalization whose training statistics come from every rank's batch (torch's).
 
-In training each rank sums its batch per channel and the sums are all-reduced: the mean first, then
+In training each rank sums its batch per channel and the sums are added up over all ranks (gathered
+and added in rank order, so every rank holds the same bits): the mean first, then
 the sum of squared deviations from that mean (two passes, as one process computes them), so every
 rank normalizes with the statistics of the whole global batch and updates identical running
-statistics. The all-reduces are differentiable: backward all-reduces their gradients, which is
+statistics. The sums are differentiable: backward sums their gradients over all ranks too, which is
 what makes each rank's input gradient the one a single process would compute on the whole batch.
 In evaluation, or on one rank, it is plain batch normalization. Ranks inside `distributed.join()`
 contribute empty batches.
@@ -160,16 +161,20 @@ class SyncBatchNorm(nn.Module):
 
 
 def _summed(tensor, comm, call: Call):
-    """`tensor` summed over all ranks, differentiably: its gradient is summed over all ranks too."""
-    reduced = tensor.data.copy()
-    comm.allreduce(reduced, _comm.Sum, call=call)
+    """`tensor` summed over all ranks, differentiably: its gradient is summed over all ranks too.
+
+    Every rank's part is gathered and added up in rank order, so every rank gets the same bits (an MPI
+    all-reduce may round differently on different ranks) and a joined rank simply has no part.
+    """
+    reduced = _sum_in_rank_order(tensor.data, comm, call)
     if not tensor.requires_grad:
         return lucid.Tensor(reduced)
     path = tensor * 1.0  # a node of its own: its hook sees the gradient of this sum only
+    path.register_hook(lambda grad: _sum_in_rank_order(grad, comm, Call(call.name + " backward")))
+    # exactly the sum's bits (path - its own value is exactly 0), with the gradient flowing into path
+    return lucid.Tensor(reduced) + (path - lucid.Tensor(tensor.data))
 
-    def reduce_gradient(grad):
-        total = grad.copy()
-        comm.allreduce(total, _comm.Sum, call=Call(call.name + " backward"))
-        return total
-    path.register_hook(reduce_gradient)
-    return path + lucid.Tensor(reduced - tensor.data)
+
+def _sum_in_rank_order(array, comm, call: Call):
+    parts = comm.allgather_rows(array.reshape(1, -1), call=call)
+    return parts.sum(axis=0).reshape(array.shape)

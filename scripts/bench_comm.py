@@ -7,13 +7,16 @@ of interleaved repetitions, each the slowest rank's time after a barrier.
 
     mpiexec -n 2 python scripts/bench_comm.py          # (a) (b) (c): ranks > 1
     python scripts/bench_comm.py --single              # (d): the wrapper's overhead at world size 1
+    python scripts/bench_comm.py --compare /tmp/main .  # (e): before / after, jobs taking turns
 
 (a) the reduction cost of a step: (distributed step) - (local step), both with forward and backward,
     in units of one raw blocking MPI Allreduce of the same 40 MB; also the time synchronize() waits
     after an overlapped backward, and the reduction with no overlap at all (every bucket after backward);
 (b) one bucket per tensor against bucket caps of 1, 4, 25 and 100 MB;
 (c) PyTorch DDP over gloo (bucket_cap_mb=25) on the same model, when torch imports;
-(d) DistributedOptimizer on SelfComm against the bare optimizer.
+(d) DistributedOptimizer on SelfComm against the bare optimizer;
+(e) the step of (a) from several checkouts (say main and a branch): 2-rank jobs of each take turns,
+    `--rounds` times, and the table compares their medians.
 
 Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib, bench-results/comm.png.
 """
@@ -21,7 +24,7 @@ Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib,
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +32,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
-_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 WIDE = 1000  # the chain alternates WIDE -> numel/WIDE -> WIDE features
 PER_TENSOR_CAP_MB = 1e-3  # smaller than any gradient: one bucket per tensor
 
@@ -46,16 +48,20 @@ def parse_args(argv=None):
                         default=[4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20, 40_000_000, 64 << 20],
                         help="message sizes (bytes) for the raw all-reduce sweep")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS/torch threads per rank (default: the cores shared out among the ranks)")
+                        help="BLAS/torch threads per rank (default: what distributed.init() shares out)")
     parser.add_argument("--single", action="store_true", help="(d) only: the wrapper's overhead on SelfComm")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch DDP comparison")
+    parser.add_argument("--compare", nargs="+", metavar="DIR", default=None,
+                        help="(e): run (a) from each of these checkouts in turn and compare")
+    parser.add_argument("--rounds", type=int, default=3, help="(e): jobs per checkout")
     parser.add_argument("--json", default=None, help="default bench-results/comm.json (comm-single.json)")
     parser.add_argument("--plot", default="bench-results/comm.png")
     args = parser.parse_args(argv)
     if args.numel % WIDE:
         parser.error(f"--numel must be a multiple of {WIDE}")
     if args.json is None:
-        args.json = "bench-results/comm-single.json" if args.single else "bench-results/comm.json"
+        args.json = ("bench-results/comm-single.json" if args.single else
+                     "bench-results/comm-compare.json" if args.compare else "bench-results/comm.json")
     return args
 
 
@@ -459,9 +465,57 @@ def plot(report: dict, path) -> None:
 # ---------------------------------------------------------------------------------------- main
 
 
-def default_threads(args) -> int:
-    ranks = 1 if args.single else next((int(os.environ[v]) for v in _SIZE_VARS if os.environ.get(v, "").isdigit()), 1)
-    return args.threads or max(1, (os.cpu_count() or 1) // ranks)
+def set_threads(args) -> int:
+    """`--threads` if given (before init, so it wins), else what distributed.init() shares out per rank."""
+    import distributed
+    import lucid
+    if args.threads:
+        lucid.set_num_threads(args.threads)
+    if not args.single:
+        distributed.init()
+    return lucid.get_num_threads()
+
+
+def compare(args) -> dict:
+    """(e): 2-rank runs of (a) from each checkout, taking turns; medians of the step costs."""
+    import random
+    import statistics
+    import subprocess
+    import tempfile
+    checkouts = [str(Path(c).resolve()) for c in args.compare]
+    runs = {c: [] for c in checkouts}
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for checkout in random.Random(round_).sample(checkouts, len(checkouts)):
+                out = Path(tmp) / f"{len(runs[checkout])}-{Path(checkout).name}.json"
+                command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", "2", sys.executable,
+                           str(Path(checkout) / "scripts" / "bench_comm.py"), "--no-torch", "--sizes", "40000000",
+                           "--caps", *map(str, args.caps), "--reps", str(args.reps), "--warmup", str(args.warmup),
+                           "--threads", str(args.threads or 1), "--json", str(out), "--plot", str(Path(tmp) / "x.png")]
+                subprocess.run(command, cwd=checkout, check=True, capture_output=True, text=True)
+                runs[checkout].append(json.loads(out.read_text())["steps"])
+    rows = []
+    for checkout in checkouts:
+        steps = runs[checkout]
+        for i, cap in enumerate(steps[0]["caps"]):
+            step = statistics.median(run["caps"][i]["step_ms"] for run in steps)
+            local = statistics.median(run["local_step_ms"] for run in steps)
+            rows.append({"checkout": checkout, "buckets": cap["label"], "step_ms": step, "local_ms": local,
+                         "cost_ms": step - local})
+    first = {r["buckets"]: r for r in rows if r["checkout"] == checkouts[0]}
+    for row in rows:
+        row["step_vs_first_pct"] = (row["step_ms"] / first[row["buckets"]]["step_ms"] - 1) * 100
+    print(f"2 ranks, step (forward + backward + reduction + SGD) from each checkout, jobs taking turns, median of "
+          f"{args.rounds} jobs x {args.reps} repetitions (slowest rank)\n")
+    benchlib.print_table(["checkout", "buckets", "step ms", "local step ms", "reduction cost ms",
+                          f"step vs {Path(checkouts[0]).name} %"],
+                         [[r["checkout"], r["buckets"], r["step_ms"], r["local_ms"], r["cost_ms"],
+                           r["step_vs_first_pct"]] for r in rows])
+    report = {"config": {"rounds": args.rounds, "reps": args.reps, "caps_mb": args.caps, "checkouts": checkouts},
+              "machine": benchlib.machine(), "rows": rows, "runs": runs}
+    benchlib.write_json(args.json, report)
+    return report
 
 
 def run_distributed(args) -> dict | None:
@@ -487,9 +541,10 @@ def run_distributed(args) -> dict | None:
 
 def main(argv=None):
     args = parse_args(argv)
-    args.threads = default_threads(args)
-    benchlib.pin_threads(args.threads)
+    if args.compare:
+        return compare(args)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    args.threads = set_threads(args)
     try:
         import torch
         torch.set_num_threads(args.threads)

@@ -112,36 +112,39 @@ class FakeRequest:
         self.done = True
 
 
-def test_a_gate_completes_before_the_next_entry_starts_and_can_cancel_it():
-    log, requests = [], {}
+def test_control_messages_run_ahead_settle_in_order_and_gate_their_data():
+    log, cancelled = [], set()
 
     def start(name):
         def go():
             if name in cancelled:
                 return None
             log.append(f"start {name}")
-            requests[name] = FakeRequest(log, name)
-            return requests[name]
+            return FakeRequest(log, name)
         return go
-    cancelled = set()
     pipeline = Pipeline(in_flight=2)
-    pipeline.submit(start("control"), lambda: (log.append("settle"), cancelled.add("data")), gate=True)
-    pipeline.submit(start("data"), lambda: log.append("finish data"))
-    pipeline.submit(start("next"), lambda: log.append("finish next"))
-    assert log == ["start control"]  # nothing overtakes a gate, whatever in_flight allows
+    first, second = FakeRequest(log, "control 1"), FakeRequest(log, "control 2")
+    gate = pipeline.control(lambda: first, lambda: (log.append("settle 1"), cancelled.add("data 1")), "op 1")
+    pipeline.submit(start("data 1"), lambda: log.append("finish data 1"), after=gate)
+    gate = pipeline.control(lambda: second, lambda: log.append("settle 2"), "op 2")
+    pipeline.submit(start("data 2"), lambda: log.append("finish data 2"), after=gate)
+    second.done = True
+    pipeline.progress()
+    assert log == []  # no data before its gate; the second control message waits for the first to settle
     pipeline.drain()
-    assert log == ["start control", "wait control", "settle", "start next", "wait next", "finish next"]
-    assert pipeline.completed == pipeline.submitted == 3
+    assert log == ["wait control 1", "settle 1", "settle 2", "start data 2", "wait data 2", "finish data 2"]
+    assert pipeline.completed == pipeline.submitted == 2
 
 
 def test_a_broken_pipeline_drops_its_queue_and_raises_on_every_later_use():
     pipeline, log = Pipeline(), []
     error = CollectiveMismatchError("they disagree")
-    first = FakeRequest(log, "a")
-    pipeline.submit(lambda: first, lambda: pipeline.break_(error), gate=True)
-    pipeline.submit(lambda: pytest.fail("a queued entry started after the break"))
+    gate = pipeline.control(lambda: FakeRequest(log, "control"), lambda: pipeline.break_(error), "op")
+    pipeline.submit(lambda: pytest.fail("a queued entry started after the break"), after=gate)
     with pytest.raises(CollectiveMismatchError, match="they disagree"):
         pipeline.drain()
     with pytest.raises(CollectiveMismatchError):
         pipeline.submit(lambda: None)
+    with pytest.raises(CollectiveMismatchError):
+        pipeline.control(lambda: None, None)
     assert pipeline.waiting_since is None and pipeline.waiting_on is None
