@@ -1,9 +1,10 @@
-"""Communication between ranks: the Communicator interface, SelfComm (one process) and MPIComm (mpi4py).
+"""Communication between ranks over MPI: MPIComm (mpi4py) and the process-wide communicator (`init()`).
 
-This is the only module that imports mpi4py, and it does so lazily, inside `MPIComm` and `init()`, so
-`import distributed` works without MPI. Buffer methods take NumPy or CuPy arrays and work in place;
-`*_object` methods move picklable Python objects (small metadata only: never checkpoint data).
-Every method takes an optional `call=` (a `control.Call`: who calls it and why).
+The Communicator interface and SelfComm (one process) are in communicator.py, and importable from
+here too. This is the only module that imports mpi4py, and it does so lazily, inside `MPIComm` and
+`init()`, so `import distributed` works without MPI. Buffer methods take NumPy or CuPy arrays and
+work in place; `*_object` methods move picklable Python objects (small metadata only: never
+checkpoint data). Every method takes an optional `call=` (a `control.Call`: who calls it and why).
 
 MPIComm precedes each collective with a control message (`control.py`): ranks that call different
 collectives fail together with the same error instead of exchanging wrong data. It starts its
@@ -18,7 +19,6 @@ device buffer goes to MPI as is; otherwise it is staged through a pinned host bu
 from __future__ import annotations
 
 import contextlib
-import enum
 import math
 import weakref
 
@@ -27,6 +27,7 @@ import numpy as np
 from lucid import _backend
 
 from . import control
+from .communicator import Average, Communicator, ReduceOp, SelfComm, Sum, check_root, check_rows
 from .control import Call, Kind
 from .cuda_aware import detect_cuda_aware, pinned_copy, pinned_empty
 from .launcher import check_world, launched_by_mpi, launcher_size
@@ -34,159 +35,6 @@ from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request, open_gat
 
 __all__ = ["ReduceOp", "Sum", "Average", "Communicator", "SelfComm", "MPIComm", "Request", "Call", "init",
            "is_initialized", "world", "launched_by_mpi", "detect_cuda_aware"]
-
-
-class ReduceOp(enum.Enum):
-    """How gradients (or any buffers) are combined across ranks."""
-
-    SUM = "sum"
-    AVERAGE = "average"
-
-
-Sum = ReduceOp.SUM
-Average = ReduceOp.AVERAGE
-
-
-class Communicator:
-    """What the distributed optimizer needs from a group of ranks. All buffer operations are in place.
-
-    Reductions take Horovod's `prescale_factor` / `postscale_factor`: the data is multiplied by the
-    first before it is combined and by the second after (an Average also divides by the number of
-    ranks that contributed).
-    """
-
-    rank = 0
-    size = 1
-    local_rank = 0
-    local_size = 1
-
-    def allreduce(self, buf, op: ReduceOp = Sum, *, call: Call | None = None, prescale_factor: float = 1.0,
-                  postscale_factor: float = 1.0) -> None:
-        """Combine `buf` across ranks in place (Average divides the sum by the size)."""
-        self.iallreduce(buf, op, call=call, prescale_factor=prescale_factor,
-                        postscale_factor=postscale_factor).wait()
-
-    def iallreduce(self, buf, op: ReduceOp = Sum, *, call: Call | None = None, prescale_factor: float = 1.0,
-                   postscale_factor: float = 1.0) -> Request:
-        raise NotImplementedError
-
-    def reduce_scatter(self, sendbuf, recvbuf, counts=None, *, call: Call | None = None) -> None:
-        """Sum `sendbuf` across ranks; rank r receives the r-th consecutive piece of the sum.
-
-        Args:
-            sendbuf: this rank's contribution, `sum(counts)` elements.
-            recvbuf: where this rank's piece lands (`counts[rank]` elements).
-            counts: the piece sizes, one per rank; default equal pieces of len(recvbuf).
-        """
-        self.ireduce_scatter(sendbuf, recvbuf, counts, call=call).wait()
-
-    def ireduce_scatter(self, sendbuf, recvbuf, counts=None, *, call: Call | None = None) -> Request:
-        raise NotImplementedError
-
-    def allgather(self, buf, *, call: Call | None = None) -> None:
-        """In place: `buf` holds size equal slices; each rank contributes its own slice, all get all."""
-        raise NotImplementedError
-
-    def allgather_rows(self, array, *, call: Call | None = None):
-        """Every rank's `array` concatenated along the first axis, in rank order (a new array).
-
-        The first dimension may differ between ranks; the rest of the shape and the dtype may not.
-        """
-        raise NotImplementedError
-
-    def broadcast(self, buf, root: int = 0, *, call: Call | None = None) -> None:
-        """Copy `buf` from `root` to every rank, in place."""
-        raise NotImplementedError
-
-    def broadcast_object(self, obj, root: int = 0, *, call: Call | None = None):
-        """`obj` from `root` on every rank (pickled: metadata only)."""
-        raise NotImplementedError
-
-    def allgather_object(self, obj, *, call: Call | None = None) -> list:
-        """Every rank's `obj`, in rank order, on every rank."""
-        raise NotImplementedError
-
-    def allreduce_max(self, values: np.ndarray, *, call: Call | None = None) -> np.ndarray:
-        """Elementwise maximum of a small host array across ranks (a new array)."""
-        raise NotImplementedError
-
-    def barrier(self, *, call: Call | None = None) -> None:
-        raise NotImplementedError
-
-    def progress(self) -> None:
-        """Let pending non-blocking operations advance (called from the gradient hooks during backward)."""
-
-    def abort(self, code: int = 1) -> None:
-        """End every rank of the job (used when one rank cannot go on)."""
-        import os
-        os._exit(code)
-
-    # ------------------------------------------------------------------ control (distributed.join)
-
-    def control_exchange(self, kind: Kind, call: Call | None = None):
-        """A collective of control records only (no data); returns how it settled (None: one process)."""
-        return None
-
-    def joined_ranks(self) -> tuple:
-        """The ranks inside `distributed.join()`, as of everything this rank has submitted (a wait)."""
-        return ()
-
-    @contextlib.contextmanager
-    def prematched(self, outcome):
-        """The next collective's control exchange already happened (`outcome`): a joined rank shadowing it."""
-        yield
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
-
-
-class SelfComm(Communicator):
-    """One process: every collective is the identity (scale factors still apply)."""
-
-    def iallreduce(self, buf, op: ReduceOp = Sum, *, call=None, prescale_factor=1.0, postscale_factor=1.0):
-        ReduceOp(op)
-        factor = float(prescale_factor) * float(postscale_factor)
-        if factor != 1.0 and buf.size:
-            _backend.array_module(buf).multiply(buf, factor, out=buf, casting="unsafe")
-        return Request()
-
-    def ireduce_scatter(self, sendbuf, recvbuf, counts=None, *, call=None) -> Request:
-        _backend.array_module(recvbuf).copyto(recvbuf, sendbuf.reshape(recvbuf.shape))
-        return Request()
-
-    def allgather(self, buf, *, call=None) -> None:
-        return None
-
-    def allgather_rows(self, array, *, call=None):
-        _check_rows(array)
-        return _backend.array_module(array).array(array, copy=True)
-
-    def broadcast(self, buf, root: int = 0, *, call=None) -> None:
-        _check_root(root, 1)
-
-    def broadcast_object(self, obj, root: int = 0, *, call=None):
-        _check_root(root, 1)
-        return obj
-
-    def allgather_object(self, obj, *, call=None) -> list:
-        return [obj]
-
-    def allreduce_max(self, values: np.ndarray, *, call=None) -> np.ndarray:
-        return np.array(values, copy=True)
-
-    def barrier(self, *, call=None) -> None:
-        return None
-
-
-def _check_root(root: int, size: int) -> None:
-    if not 0 <= root < size:
-        raise ValueError(f"root rank {root} is out of range for a world of size {size}")
-
-
-def _check_rows(array) -> None:
-    if array.ndim == 0:
-        raise ValueError("allgather needs an array with at least one dimension (it concatenates along the "
-                         "first), got a 0-d array")
 
 
 class Op:
@@ -365,7 +213,7 @@ class MPIComm(Communicator):
         self._in_place(entry, buf, lambda b: self.comm.Iallgather(self._MPI.IN_PLACE, b)).wait()
 
     def allgather_rows(self, array, *, call=None):
-        _check_rows(array)
+        check_rows(array)
         per_row = math.prod(array.shape[1:])
         entry = self._enter(Kind.ALLGATHER_ROWS, call, per_row, array.dtype,
                             control.extra_code(*array.shape[1:]), index=array.shape[0])
@@ -377,7 +225,7 @@ class MPIComm(Communicator):
         return _backend.to_device(out, _backend.device_of(array)) if _backend.is_gpu_array(array) else out
 
     def broadcast(self, buf, root: int = 0, *, call=None) -> None:
-        _check_root(root, self.size)
+        check_root(root, self.size)
         entry = self._enter(Kind.BROADCAST, call, buf.size, buf.dtype, root)
         self._in_place(entry, buf, lambda b: self.comm.Ibcast(b, root=root)).wait()
 
@@ -389,7 +237,7 @@ class MPIComm(Communicator):
     # ------------------------------------------------------------------ objects and control
 
     def broadcast_object(self, obj, root: int = 0, *, call=None):
-        _check_root(root, self.size)
+        check_root(root, self.size)
         self._settled(self._enter(Kind.BROADCAST_OBJECT, call, extra=root))
         return self.comm.bcast(obj, root=root)
 

@@ -11,26 +11,26 @@ rank's shard only (`sharding.py`).
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 
 import numpy as np
 
 from lucid import _backend, autograd
-from lucid.optim import Optimizer
 from lucid.optim._flat import FlatBuffer
 
 from . import comm as _comm
 from . import joining as _joining
 from .agreement import LayoutMismatchError, check_same_layout
+from .arguments import check_arguments, check_predivide, parameter_names
 from .buckets import Readiness, plan_buckets
-from .compression import Compression, Compressor
-from .control import Call, JoinedError, Kind
+from .compression import Compression
+from .control import Call, JoinedError
+from .joinable import JoinableOptimizer
 
 __all__ = ["DistributedOptimizer", "LayoutMismatchError", "check_same_layout"]
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(JoinableOptimizer):
     """Data-parallel training over MPI ranks for any lucid optimizer (Horovod's interface).
 
     Args:
@@ -50,8 +50,8 @@ class DistributedOptimizer:
     def __init__(self, optimizer, named_parameters=None, *, op=_comm.Average, compression=Compression.none,
                  backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
                  comm=None, gradient_predivide_factor: float = 1.0):
-        _check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
-        self.gradient_predivide_factor = _check_predivide(gradient_predivide_factor, op)
+        check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
+        self.gradient_predivide_factor = check_predivide(gradient_predivide_factor, op)
         if shard_state and optimizer.rule is None:
             raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
                              f"{type(optimizer).__name__} is not elementwise (it has no rule)")
@@ -62,7 +62,7 @@ class DistributedOptimizer:
         self.backward_passes_per_step = int(backward_passes_per_step)
         self.bucket_cap_mb = float(bucket_cap_mb)
         self.shard_state = bool(shard_state)
-        self._names = _parameter_names(optimizer, named_parameters)
+        self._names = parameter_names(optimizer, named_parameters)
         self._user_named = named_parameters is not None
         self._own_flats = {}
         self._requests = {}
@@ -406,69 +406,6 @@ class DistributedOptimizer:
         self._build()
 
 
-    # ------------------------------------------------------------------ distributed.join()
-
-    def _announce(self, name: str, args: tuple = ()) -> bool:
-        """Tell ranks inside join() about a step or clip they must shadow; False (no message) when none."""
-        if not self.comm.joined_ranks():  # every rank has drained: all decide alike
-            return False
-        self.comm.control_exchange(Kind.ANNOUNCE, self.call(name, args=args, shadow=True))
-        return True
-
-    def _share_hyperparameters(self, root=None) -> None:
-        """The groups' options (a scheduler's lr) from `root` (default: the lowest rank not joined)."""
-        if root is None:
-            root = min(set(range(self.comm.size)) - set(self.comm.joined_ranks()))
-        options = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        options = self.comm.broadcast_object(options if self.comm.rank == root else None, root,
-                                             call=self.call("step hyperparameters"))
-        for group, received in zip(self.optimizer.param_groups, options):
-            group.update(received)
-
-    def check_joinable(self) -> None:
-        """Raise unless this rank may call join(): no gradients waiting to be reduced."""
-        if self._requests or self._readiness.any_gradient:
-            raise RuntimeError("join() was called with gradients computed since the last optimizer.step(): "
-                               "call step() (or zero_grad()) first")
-
-    def joined(self, last: int) -> None:
-        """Every rank has joined: all take the options of the rank that stepped last."""
-        self._share_hyperparameters(last)
-
-    def shadow(self, comm, kind: Kind, call: Call) -> None:
-        """distributed.join()'s hook: take part, with no gradient of this rank's own, in the call the
-        ranks not joined are making (gradient buckets, the presence exchange, step, clip_grad_norm_)."""
-        if call.name == "gradients":
-            if self._readiness.next_launch == 0:  # the step's first bucket: contribute zeros
-                for bucket in self._buckets:
-                    bucket.grad.fill(0)
-                    self._fill_missing(bucket)
-            self._readiness.next_launch = call.bucket + 1
-            self._launch(self._buckets[call.bucket])
-        elif call.name == "gradient presence":
-            self._shadowing = True
-            try:
-                self._reduce("internal")
-            finally:
-                self._shadowing = False
-        elif call.name in ("step", "clip_grad_norm_"):
-            self.comm.control_exchange(kind, call)  # the announcement itself, already exchanged
-            if call.name == "step":
-                self._share_hyperparameters()
-                self._local_step()
-            else:
-                self._clip(*call.args)
-
-
-def _check_predivide(factor, op) -> float:
-    """Horovod's validation of gradient_predivide_factor."""
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
-        raise ValueError(f"gradient_predivide_factor must be a positive number, got {factor!r}")
-    if factor != 1.0 and _comm.ReduceOp(op) is not _comm.Average:
-        raise ValueError("gradient_predivide_factor not supported with op != Average")
-    return float(factor)
-
-
 def _partial_norm(grad, norm_type: float) -> float:
     """max |g| (inf norm) or sum |g|^p of one gradient array, in float64."""
     xp = _backend.array_module(grad)
@@ -483,44 +420,3 @@ def _combine_norms(partials: list, norm_type: float) -> float:
     if norm_type == float("inf"):
         return max(partials, default=0.0)
     return sum(partials) ** (1.0 / norm_type)
-
-
-def _check_arguments(optimizer, op, compression, passes, bucket_cap_mb) -> None:
-    if isinstance(optimizer, DistributedOptimizer):
-        raise TypeError("the optimizer is already a DistributedOptimizer")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"DistributedOptimizer wraps a lucid.optim.Optimizer, not {type(optimizer).__name__}")
-    try:
-        _comm.ReduceOp(op)
-    except ValueError:
-        raise ValueError(f"unknown reduction op {op!r}: use distributed.Average or distributed.Sum") from None
-    if not isinstance(compression, Compressor):
-        raise ValueError(f"unknown compression {compression!r}: use Compression.none or Compression.fp16")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"backward_passes_per_step must be an integer >= 1, got {passes!r}")
-    if not bucket_cap_mb > 0:
-        raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
-
-
-def _parameter_names(optimizer, named_parameters) -> dict:
-    """Parameter -> name, checked: unique names, every optimized parameter named."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if named_parameters is None:
-        return {p: f"{g}.{i}" for g, group in enumerate(optimizer.param_groups)
-                for i, p in enumerate(group["params"])}
-    pairs = list(named_parameters)
-    if any(not (isinstance(pair, tuple) and len(pair) == 2) for pair in pairs):
-        raise ValueError("named_parameters should be a sequence of (name, parameter) tuples, usually "
-                         "produced by model.named_parameters()")
-    names = [name for name, _ in pairs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Parameter names in named_parameters must be unique. Found duplicates: "
-                         f"{', '.join(duplicates)}")
-    by_param = {p: name for name, p in pairs}
-    missing = [i for i, p in enumerate(params) if p not in by_param]
-    if missing:
-        raise ValueError(f"named_parameters was specified, but one or more model parameters were not named "
-                         f"(optimizer parameters at positions {missing}): pass model.named_parameters() of "
-                         "the model the optimizer trains")
-    return {p: by_param[p] for p in params}
