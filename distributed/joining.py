@@ -43,11 +43,11 @@ def register(comm, joinable) -> int:
     return len(owners) - 1
 
 
-def join(comm=None) -> int:
+def join(device=-1, *, comm=None) -> int:
     """Wait, shadowing the other ranks' collectives, until every rank has called join().
 
     Call it when this rank has no more batches (every DistributedOptimizer stepped: no gradients
-    waiting to be reduced).
+    waiting to be reduced). `device` is accepted for Horovod's signature and not used.
 
     Returns:
         The rank that joined last (the same on every rank).

@@ -25,49 +25,27 @@ from . import joining
 from .control import Call
 
 
-class SyncBatchNorm(nn.Module):
+class SyncBatchNorm(nn.BatchNorm1d):
     """Batch normalization over dimension 1 of (N, C, *) input, with statistics over all ranks.
 
     Args: torch's (`num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-    process_group=None`); `process_group` is a `distributed.Communicator` (default: the world).
+    process_group=None`); `process_group` is a `distributed.Communicator` (default: the world). It is
+    a BatchNorm1d (parameters, buffers, state dict and `reset_*` are BatchNorm's) that takes any
+    input of two dimensions or more.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
                  track_running_stats: bool = True, process_group=None, device=None, dtype=None):
-        super().__init__()
-        self.num_features, self.eps, self.momentum = int(num_features), eps, momentum
-        self.affine, self.track_running_stats, self.process_group = affine, track_running_stats, process_group
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
+        self.process_group = process_group
         self._owners = weakref.WeakKeyDictionary()  # communicator -> this module's joinable id on it
-        kind = dict(dtype=dtype, device=device)
-        if affine:
-            self.weight = nn.Parameter(lucid.ones(num_features, **kind))
-            self.bias = nn.Parameter(lucid.zeros(num_features, **kind))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
-        if track_running_stats:
-            self.register_buffer("running_mean", lucid.zeros(num_features, **kind))
-            self.register_buffer("running_var", lucid.ones(num_features, **kind))
-            self.register_buffer("num_batches_tracked", lucid.Tensor(np.array(0, dtype=np.int64), device=device or "cpu"))
-        else:
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                self.register_buffer(name, None)
 
-    def reset_running_stats(self) -> None:
-        if self.track_running_stats:
-            self.running_mean.data.fill(0)
-            self.running_var.data.fill(1)
-            self.num_batches_tracked.data.fill(0)
-
-    def reset_parameters(self) -> None:
-        self.reset_running_stats()
-        if self.affine:
-            self.weight.data.fill(1)
-            self.bias.data.fill(0)
-
-    def forward(self, input):
+    def _check_input_dim(self, input) -> None:
         if input.ndim < 2:
             raise ValueError(f"expected at least 2D input (got {input.ndim}D input)")
+
+    def forward(self, input):
+        self._check_input_dim(input)
         comm = self.process_group or _comm.world()
         if not (self.training and comm.size > 1):
             factor = self._running_factor()
@@ -124,7 +102,7 @@ class SyncBatchNorm(nn.Module):
         """`module` with every BatchNorm1d/2d replaced by a SyncBatchNorm holding the same parameters and
         running statistics (the module itself is returned converted if it is a batch norm)."""
         converted = module
-        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and not isinstance(module, cls):
             converted = cls(module.num_features, module.eps, module.momentum, module.affine,
                             module.track_running_stats, process_group)
             converted.weight, converted.bias = module.weight, module.bias
@@ -154,10 +132,6 @@ class SyncBatchNorm(nn.Module):
             if tensor is not None:
                 return tensor.data.dtype
         return lucid.get_default_dtype()
-
-    def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
 
 
 def _summed(tensor, comm, call: Call):
