@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import weakref
 
 import numpy as np
 
@@ -50,7 +49,7 @@ class Op:
         return self.outcome.contributors
 
     def __repr__(self) -> str:
-        return control.describe(self.record[0])
+        return control.describe(control.decode(self.record)[0])
 
 
 class MPIComm(Communicator):
@@ -64,7 +63,7 @@ class MPIComm(Communicator):
 
     def __init__(self, comm=None):
         from mpi4py import MPI
-        self._MPI = MPI
+        self.MPI = self._MPI = MPI  # mpi4py.MPI, for the stall inspector (which must not import it)
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
@@ -72,8 +71,6 @@ class MPIComm(Communicator):
         local.Free()
         self.world_ranks = self.comm.Get_group().Translate_ranks(list(range(self.size)), MPI.COMM_WORLD.Get_group())
         self._cuda_aware = None
-        self._control = self.comm.Dup()  # control messages run ahead of the data, in a lane of their own
-        weakref.finalize(self, _free, MPI, self._control)
         self._pipeline = Pipeline()
         self._prematched = None
         self.entered, self.last_entered, self.joined = 0, None, ()
@@ -91,24 +88,25 @@ class MPIComm(Communicator):
         op = self.last_entered = Op(control.record(kind, call, count, dtype, extra, index), self.entered)
         if self._prematched is not None:
             outcome, self._prematched = self._prematched, None
-            mine, theirs = op.record[0], outcome.agreed
+            mine, theirs = control.decode(op.record)[0], outcome.agreed
             if any(mine[f] != theirs[f] for f in control.SHADOW_MATCHED):
                 raise RuntimeError(f"internal error: a joined rank shadowed {control.describe(theirs)} with "
                                    f"{control.describe(mine)}")
             op.gate = open_gate(op)
             self._settle(op, outcome)
             return op
-        gathered = np.empty(self.size, control.RECORD)
-        send, recv = op.record.view(np.uint8), gathered.view(np.uint8)
-        op.gate = self._pipeline.control(lambda: self._control.Iallgather(send, recv),
-                                         lambda: self._settle(op, control.settle(gathered, self.label)), label=op)
+        send = np.frombuffer(op.record, np.uint8)
+        recv = np.empty(self.size * control.RECORD.itemsize, np.uint8)
+        op.gate = self._pipeline.control(lambda: self.comm.Iallgather(send, recv),
+                                         lambda: self._settle(op, control.settle(recv, self.label)), label=op)
         return op
 
     def _settle(self, op: Op, outcome) -> None:
         op.outcome = outcome
         # a rank stays joined from its first JOINED record until all have joined (it also makes ordinary
         # calls while it shadows a step): every rank folds the same outcomes in the same order
-        self.joined = () if outcome.all_joined else tuple(sorted(set(self.joined) | set(outcome.joined)))
+        if outcome.joined:
+            self.joined = () if outcome.all_joined else tuple(sorted(set(self.joined) | set(outcome.joined)))
         if outcome.error is not None and (outcome.fatal or self.rank not in outcome.joined):
             op.error = outcome.error
             if outcome.fatal:
@@ -269,12 +267,6 @@ class MPIComm(Communicator):
     def library(self) -> str:
         """The MPI library's name and version, on one line."""
         return " ".join(self._MPI.Get_library_version().split()[:3])
-
-
-def _free(MPI, communicator) -> None:
-    """Free a communicator this module made (communicator ids are a finite resource), unless MPI is gone."""
-    if not MPI.Is_finalized():
-        communicator.Free()
 
 
 def _scale(buf, factor: float):

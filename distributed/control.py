@@ -11,6 +11,8 @@ exchanging wrong data or hanging in mismatched calls. Two records are special: J
 from __future__ import annotations
 
 import enum
+import functools
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -72,6 +74,10 @@ RECORD = np.dtype([("kind", "<i8"), ("count", "<i8"), ("dtype", "<i8"), ("extra"
                    ("name_hash", "<i8"), ("name", "S40"), ("step", "<i8"), ("index", "<i8"),
                    ("arg0", "<f8"), ("arg1", "<f8"), ("shadow", "<i8")])
 MATCHED = ("kind", "count", "dtype", "extra", "owner", "name_hash")  # what must agree; the rest informs
+_MATCHED_BYTES = 8 * len(MATCHED)  # they lead the record
+_JOINED = int(Kind.JOINED)
+_KIND = struct.Struct("<q")
+assert RECORD.names[:len(MATCHED)] == MATCHED and RECORD.fields["name"][1] == _MATCHED_BYTES
 
 
 def dtype_code(dtype) -> int:
@@ -85,21 +91,38 @@ def dtype_of(code: int):
 
 
 def extra_code(*values) -> int:
-    """A stable 63-bit code for the parameters that must agree (root, op, scale factors, shapes)."""
-    return zlib.crc32(repr(values).encode()) if values else 0
+    """A stable code for the parameters that must agree (root, op, scale factors, shapes)."""
+    return _extra_code(values) if values else 0
 
 
-def record(kind: Kind, call: Call | None, count: int = -1, dtype=None, extra: int = 0, index: int = -1):
-    """This rank's control record (a 1-element structured array)."""
+@functools.lru_cache(maxsize=1024)
+def _extra_code(values: tuple) -> int:
+    return zlib.crc32(repr(values).encode())
+
+
+@functools.lru_cache(maxsize=1024)
+def _name(name: str) -> tuple:
+    """(the name as stored, its hash): the same names come back every step."""
+    encoded = name.encode("utf-8", "replace")
+    return encoded[:40], zlib.crc32(encoded)
+
+
+_PACKED = struct.Struct("<6q40s2q2dq")  # RECORD, packed by hand: a few times faster than a structured array
+assert _PACKED.size == RECORD.itemsize
+
+
+def record(kind: Kind, call: Call | None, count: int = -1, dtype=None, extra: int = 0, index: int = -1) -> bytes:
+    """This rank's control record (RECORD's bytes)."""
     call = call or Call()
-    rec = np.zeros(1, RECORD)
-    name = call.name.encode("utf-8", "replace")
-    rec["kind"], rec["count"], rec["dtype"], rec["extra"] = int(kind), int(count), dtype_code(dtype), int(extra)
-    rec["owner"], rec["name_hash"], rec["name"] = call.owner, zlib.crc32(name), name[:40]
-    rec["step"], rec["index"] = call.step, call.bucket if index == -1 else index
+    name, name_hash = _name(call.name)
     args = tuple(call.args) + (0.0, 0.0)
-    rec["arg0"], rec["arg1"], rec["shadow"] = float(args[0]), float(args[1]), int(call.shadow)
-    return rec
+    return _PACKED.pack(int(kind), int(count), dtype_code(dtype), int(extra), call.owner, name_hash, name, call.step,
+                        call.bucket if index == -1 else index, float(args[0]), float(args[1]), int(call.shadow))
+
+
+def decode(data) -> np.ndarray:
+    """Records (bytes of one or more) as a structured array."""
+    return np.frombuffer(data, RECORD)
 
 
 def call_of(rec) -> Call:
@@ -140,46 +163,65 @@ class Outcome:
     """How one exchange settled, the same on every rank.
 
     Attributes:
-        records: every rank's record, in rank order.
+        data: every rank's record (RECORD's bytes), in rank order; `records` decodes them.
         joined: ranks whose record is JOINED.
-        agreed: the record the other ranks agree on (None when all joined or they disagree).
+        agreed_rank: a rank holding the record the others not joined agree on (None when all joined or
+            they disagree); `agreed` is that record.
         error: what the ranks not joined raise (None: the data moves).
         fatal: the ranks disagree; the communicator cannot go on.
     """
 
-    records: np.ndarray
+    data: bytes
     joined: tuple
-    agreed: object = None
+    agreed_rank: int | None = None
     error: Exception | None = None
     fatal: bool = False
 
     @property
+    def records(self) -> np.ndarray:
+        return decode(self.data)
+
+    @property
+    def agreed(self):
+        return None if self.agreed_rank is None else self.records[self.agreed_rank]
+
+    @property
+    def size(self) -> int:
+        return len(self.data) // RECORD.itemsize
+
+    @property
     def contributors(self) -> int:
         """Ranks that contribute data (not joined): Average divides by this."""
-        return len(self.records) - len(self.joined)
+        return self.size - len(self.joined)
 
     @property
     def all_joined(self) -> bool:
-        return len(self.joined) == len(self.records)
+        return len(self.joined) == self.size
 
     def rows(self) -> list:
         """Rows each rank contributes to an ALLGATHER_ROWS (0 for joined ranks)."""
         return [0 if r in self.joined else int(rec["index"]) for r, rec in enumerate(self.records)]
 
 
-def settle(records: np.ndarray, what: str = "") -> Outcome:
-    """Decide an exchange from every rank's record (a pure function: every rank decides alike)."""
-    kinds = records["kind"]
-    joined = tuple(int(r) for r in np.flatnonzero(kinds == Kind.JOINED))
+def settle(data: bytes, what: str = "") -> Outcome:
+    """Decide an exchange from every rank's record, RECORD's bytes in rank order (a pure function: every
+    rank decides alike)."""
+    data, size = bytes(data), RECORD.itemsize
+    first = data[:_MATCHED_BYTES]
+    if _KIND.unpack_from(data)[0] != _JOINED and all(data[r:r + _MATCHED_BYTES] == first
+                                                     for r in range(size, len(data), size)):
+        return Outcome(data, (), 0)  # the usual case, quickly: every rank agrees
+    records = decode(data)
+    joined = tuple(int(r) for r in np.flatnonzero(records["kind"] == Kind.JOINED))
     active = [r for r in range(len(records)) if r not in joined]
-    outcome = Outcome(records, joined)
+    outcome = Outcome(data, joined)
     if not active:
         return outcome
     first = records[active[0]]
     if any(any(records[r][f] != first[f] for f in MATCHED) for r in active[1:]):
         outcome.error, outcome.fatal = CollectiveMismatchError(mismatch_message(records, what)), True
         return outcome
-    outcome.agreed = first
+    outcome.agreed_rank = active[0]
     kind = Kind(int(first["kind"]))
     if joined and kind is Kind.EXIT:
         outcome.error, outcome.fatal = CollectiveMismatchError(mismatch_message(records, what)), True

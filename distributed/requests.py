@@ -37,13 +37,13 @@ IN_FLIGHT = 1
 
 
 class Gate:
-    """A control message in flight: the data submitted `after` it waits until it has settled."""
+    """A control message: the data submitted `after` it starts only once it has settled."""
 
-    __slots__ = ("request", "settle", "label", "settled")
+    __slots__ = ("start", "request", "settle", "label", "settled")
 
-    def __init__(self, request, settle, label):
-        self.request, self.settle, self.label = request, settle, label
-        self.settled = request is None
+    def __init__(self, start, settle, label):
+        self.start, self.request, self.settle, self.label = start, None, settle, label
+        self.settled = start is None
 
 
 def open_gate(label=None) -> Gate:
@@ -60,34 +60,35 @@ class Pipeline:
     once evict each other and get ~3.3 GB/s (scripts/bench_comm.py).
 
     MPI matches the collectives of a communicator by the order in which each rank starts them. Work
-    here starts strictly in submission order on every rank, when the collective before it completes
-    (inside `progress()` or `wait()`); a blocking collective of the communicator calls `drain()` first,
-    so it cannot overtake a queued one.
+    here starts strictly in submission order on every rank, when what is before it has started
+    (inside `submit()`, `progress()` or `wait()`); a blocking collective of the communicator calls
+    `drain()` first, so it cannot overtake a queued one.
 
-    Control messages travel in a lane of their own (on a communicator of their own, `control()`): each
-    starts at once and settles in order, so it is usually settled by the time the data behind it gets
-    its turn; data submitted `after` a gate starts only once the gate has settled, and a start that
-    returns None started nothing (its work was cancelled). `break_(error)` drops everything queued;
-    later use raises `error`. While `wait()` blocks, `waiting_since` and `waiting_on` (the label of
-    what it waits for) say so.
+    Control messages (`control()`) are small: one starts as soon as everything before it has started,
+    without waiting for the data in flight (IN_FLIGHT counts data only), so its round trip overlaps
+    the data before it; they settle in order. Data submitted `after` a gate starts only once the gate
+    has settled; a start that returns None started nothing (its work was cancelled). `break_(error)`
+    drops everything queued; later use raises `error`. While a wait blocks, `waiting_since` and
+    `waiting_on` (the label of what it waits for) say so.
     """
 
     def __init__(self, in_flight: int = IN_FLIGHT):
         self.in_flight = in_flight
+        self._queued = collections.deque()   # Gates and (start, complete, gate, label) not started yet
         self._gates = collections.deque()    # control messages started, not settled yet, oldest first
-        self._queued = collections.deque()   # (start, complete, gate, label) not started yet
-        self._active = collections.deque()   # (MPI request, complete, label) started, oldest first
+        self._active = collections.deque()   # (MPI request, complete, label) data started, oldest first
         self.submitted = self.completed = 0
         self.broken = None
         self.waiting_since = None
         self.waiting_on = None
 
     def control(self, start, settle, label=None) -> Gate:
-        """Start a control message now; `settle()` runs when it completes (control messages in order)."""
+        """Queue a control message; `settle()` runs when it completes (control messages settle in order)."""
         if self.broken is not None:
             raise self.broken
-        gate = Gate(start(), settle, label)
-        self._gates.append(gate)
+        gate = Gate(start, settle, label)
+        self._queued.append(gate)
+        self._start_more()
         return gate
 
     def submit(self, start, complete=None, after: Gate | None = None, label=None) -> int:
@@ -101,11 +102,16 @@ class Pipeline:
 
     def progress(self) -> None:
         """Retire what has completed (without blocking) and start what may start."""
-        while self._gates and self._gates[0].request.Test():
-            self._settle_gate()
-        while self._active and self._active[0][0].Test():
-            self._retire()
-        self._start_more()
+        moved = True
+        while moved:
+            self._start_more()
+            moved = False
+            while self._gates and self._gates[0].request.Test():
+                self._settle_gate()
+                moved = True
+            while self._active and self._active[0][0].Test():
+                self._retire()
+                moved = True
 
     def wait(self, number: int) -> None:
         """Block until collective `number` and all submitted before it have completed."""
@@ -117,7 +123,7 @@ class Pipeline:
 
     def drain(self) -> None:
         """Block until everything submitted has completed and every control message has settled."""
-        self._block_until(lambda: self.completed >= self.submitted and not self._gates)
+        self._block_until(lambda: self.completed >= self.submitted and not self._gates and not self._queued)
 
     def _block_until(self, done) -> None:
         if not done():
@@ -127,14 +133,14 @@ class Pipeline:
                     self.progress()
                     if done() or self.broken is not None:
                         break
-                    if self._active:  # MPI's progress engine moves the control lane meanwhile
-                        self.waiting_on = self._active[0][2]
-                        self._active[0][0].Wait()
-                        self._retire()
-                    elif self._gates:
+                    if self._gates and (not self._active or self._head_waits_for(self._gates[0])):
                         self.waiting_on = self._gates[0].label
                         self._gates[0].request.Wait()
                         self._settle_gate()
+                    elif self._active:  # MPI's progress engine moves the control messages meanwhile
+                        self.waiting_on = self._active[0][2]
+                        self._active[0][0].Wait()
+                        self._retire()
                     else:
                         break
             finally:
@@ -142,10 +148,15 @@ class Pipeline:
         if self.broken is not None:
             raise self.broken
 
+    def _head_waits_for(self, gate: Gate) -> bool:
+        """Whether the next data to start is held back by `gate`."""
+        head = self._queued[0] if self._queued else None
+        return isinstance(head, tuple) and head[2] is gate
+
     def break_(self, error: Exception) -> None:
         """Nothing more runs here: queued work is dropped and every later use raises `error`."""
         self.broken = error
-        self.completed += len(self._queued)
+        self.completed += sum(1 for entry in self._queued if isinstance(entry, tuple))
         self._queued.clear()
 
     def _settle_gate(self) -> None:
@@ -161,10 +172,16 @@ class Pipeline:
             complete()
 
     def _start_more(self) -> None:
-        while self._queued and len(self._active) < self.in_flight and self.broken is None:
-            start, complete, gate, label = self._queued[0]
-            if gate is not None and not gate.settled:
-                return  # its control message decides first whether it starts at all
+        while self._queued and self.broken is None:
+            head = self._queued[0]
+            if isinstance(head, Gate):
+                self._queued.popleft()
+                head.request = head.start()
+                self._gates.append(head)
+                continue
+            start, complete, gate, label = head
+            if len(self._active) >= self.in_flight or (gate is not None and not gate.settled):
+                return  # the data waits for its turn, or for its control message to decide
             self._queued.popleft()
             request = start()
             if request is None:  # cancelled: counts as done at once

@@ -24,7 +24,8 @@ TIMEOUT_VARIABLE, ABORT_VARIABLE = "LUCID_STALL_TIMEOUT", "LUCID_STALL_ABORT"
 DEFAULT_TIMEOUT = 60.0
 _QUERY, _REPLY = 1, 2
 
-_watched = weakref.WeakSet()   # every MPIComm of this process
+_watched = weakref.WeakSet()   # every MPIComm of this process (guarded by _lock: two threads use it)
+_lock = threading.Lock()
 _serials = {}                  # members -> how many communicators over them this process made
 _inspector = None
 
@@ -34,7 +35,13 @@ def watch(comm) -> None:
     members = tuple(comm.world_ranks)
     _serials[members] = _serials.get(members, 0) + 1
     comm.stall_key = (members, _serials[members])  # the same on every member that made the same comms
-    _watched.add(comm)
+    with _lock:
+        _watched.add(comm)
+
+
+def _communicators() -> list:
+    with _lock:
+        return list(_watched)
 
 
 def settings() -> tuple:
@@ -85,8 +92,8 @@ class Inspector(threading.Thread):
     def __init__(self, world, timeout: float, abort):
         super().__init__(name="lucid-stall-inspector", daemon=True)
         self.world, self.timeout, self.abort = world, timeout, abort
-        self.MPI = world._MPI
-        self.side = world._MPI.COMM_WORLD.Dup()
+        self.MPI = world.MPI
+        self.side = world.MPI.COMM_WORLD.Dup()
         self.rank = self.side.Get_rank()
         limit = min(x for x in (timeout, abort) if x)
         self.interval = max(0.02, min(0.25, limit / 8))
@@ -96,9 +103,12 @@ class Inspector(threading.Thread):
 
     def run(self) -> None:
         while not self.stopping.wait(self.interval):
-            self.answer()
-            for comm in list(_watched):
-                self.inspect(comm)
+            try:
+                self.answer()
+                for comm in _communicators():
+                    self.inspect(comm)
+            except Exception as error:  # noqa: BLE001 - say so, and keep inspecting
+                sys.stderr.write(f"[rank {self.rank}] stall inspector: {type(error).__name__}: {error}\n")
 
     # ------------------------------------------------------------------ answering
 
@@ -108,7 +118,7 @@ class Inspector(threading.Thread):
         while self.side.Iprobe(source=self.MPI.ANY_SOURCE, tag=_QUERY, status=status):
             source = status.Get_source()
             round_id, key = self.side.recv(source=source, tag=_QUERY)
-            comm = next((c for c in list(_watched) if c.stall_key == key), None)
+            comm = next((c for c in _communicators() if c.stall_key == key), None)
             reply = None if comm is None else state_of(comm)
             self.side.send((round_id, self.rank, reply), dest=source, tag=_REPLY)
 

@@ -7,7 +7,7 @@ of interleaved repetitions, each the slowest rank's time after a barrier.
 
     mpiexec -n 2 python scripts/bench_comm.py          # (a) (b) (c): ranks > 1
     python scripts/bench_comm.py --single              # (d): the wrapper's overhead at world size 1
-    python scripts/bench_comm.py --compare /tmp/main .  # (e): before / after, jobs taking turns
+    mpiexec -n 2 python scripts/bench_comm.py --before /tmp/main   # (a) and (b) also for main's code
 
 (a) the reduction cost of a step: (distributed step) - (local step), both with forward and backward,
     in units of one raw blocking MPI Allreduce of the same 40 MB; also the time synchronize() waits
@@ -15,8 +15,9 @@ of interleaved repetitions, each the slowest rank's time after a barrier.
 (b) one bucket per tensor against bucket caps of 1, 4, 25 and 100 MB;
 (c) PyTorch DDP over gloo (bucket_cap_mb=25) on the same model, when torch imports;
 (d) DistributedOptimizer on SelfComm against the bare optimizer;
-(e) the step of (a) from several checkouts (say main and a branch): 2-rank jobs of each take turns,
-    `--rounds` times, and the table compares their medians.
+(e) with `--before DIR`: the same steps through DIR's `distributed` package (another checkout, say
+    main, imported side by side as `distributed_before` on a communicator of its own), interleaved
+    with this checkout's in the same processes: before / after under the same load.
 
 Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib, bench-results/comm.png.
 """
@@ -24,7 +25,6 @@ Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -51,17 +51,15 @@ def parse_args(argv=None):
                         help="BLAS/torch threads per rank (default: what distributed.init() shares out)")
     parser.add_argument("--single", action="store_true", help="(d) only: the wrapper's overhead on SelfComm")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch DDP comparison")
-    parser.add_argument("--compare", nargs="+", metavar="DIR", default=None,
-                        help="(e): run (a) from each of these checkouts in turn and compare")
-    parser.add_argument("--rounds", type=int, default=3, help="(e): jobs per checkout")
+    parser.add_argument("--before", metavar="DIR", default=None,
+                        help="(e): also time DIR's distributed package (another checkout), interleaved")
     parser.add_argument("--json", default=None, help="default bench-results/comm.json (comm-single.json)")
     parser.add_argument("--plot", default="bench-results/comm.png")
     args = parser.parse_args(argv)
     if args.numel % WIDE:
         parser.error(f"--numel must be a multiple of {WIDE}")
     if args.json is None:
-        args.json = ("bench-results/comm-single.json" if args.single else
-                     "bench-results/comm-compare.json" if args.compare else "bench-results/comm.json")
+        args.json = "bench-results/comm-single.json" if args.single else "bench-results/comm.json"
     return args
 
 
@@ -154,11 +152,12 @@ def exposed_sync(model, opt, x):
     return step
 
 
-def distributed_sgd(model, cap_mb: float, overlap: bool = True, comm=None):
-    """SGD wrapped in a DistributedOptimizer; without overlap every bucket is launched by synchronize()."""
+def distributed_sgd(model, cap_mb: float, overlap: bool = True, comm=None, package=None):
+    """SGD wrapped in a DistributedOptimizer (of `package`, default `distributed`); without overlap every
+    bucket is launched by synchronize()."""
     import distributed
     from lucid import optim
-    opt = distributed.DistributedOptimizer(optim.SGD(model.parameters(), lr=1e-6), model.named_parameters(),
+    opt = (package or distributed).DistributedOptimizer(optim.SGD(model.parameters(), lr=1e-6), model.named_parameters(),
                                            bucket_cap_mb=cap_mb, comm=comm)
     if not overlap:
         for handle in opt._hooks:  # benchmark only: no hook, so nothing is reduced during backward
@@ -296,7 +295,29 @@ def measure_lucid(args, timer, comm) -> dict:
         contestants[f"sync {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap), x)
         model = lucid_chain(args.tensors, args.numel)
         contestants[f"nooverlap {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap, overlap=False), x)
+    if args.before:
+        before = load_before(args.before)
+        before_comm = before.MPIComm(comm.Dup())
+        for cap in [PER_TENSOR_CAP_MB] + list(args.caps):
+            model = lucid_chain(args.tensors, args.numel)
+            contestants[f"before step {cap:g}"] = lucid_step(model, distributed_sgd(model, cap, comm=before_comm,
+                                                                                    package=before), x)
+            model = lucid_chain(args.tensors, args.numel)
+            contestants[f"before sync {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap, comm=before_comm,
+                                                                                      package=before), x)
     return timer.run(contestants, args.reps, args.warmup)
+
+
+def load_before(checkout):
+    """`checkout`/distributed imported as the package `distributed_before`, beside this one (same lucid)."""
+    import importlib.util
+    root = Path(checkout).resolve() / "distributed"
+    spec = importlib.util.spec_from_file_location("distributed_before", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["distributed_before"] = package
+    spec.loader.exec_module(package)
+    return package
 
 
 def measure_torch(args, timer) -> dict:
@@ -323,6 +344,13 @@ def summarize(args, medians: dict) -> dict:
     default = next(c for c in caps if c["cap_mb"] == 25)
     out["targets"] = {"overlapped_units<=1.15": default["overlapped_units"] <= 1.15,
                       "overlapped_units<=1.0 (aim)": default["overlapped_units"] <= 1.0}
+    if "before step 25" in medians:
+        for c in caps:
+            key = f"{c['cap_mb']:g}"
+            c["before_step_ms"], c["before_sync_ms"] = medians[f"before step {key}"] * 1e3, \
+                medians[f"before sync {key}"] * 1e3
+            c["step_change_pct"] = (c["step_ms"] / c["before_step_ms"] - 1) * 100
+        out["targets"]["step <= 2% slower than before (25 MB)"] = default["step_change_pct"] <= 2
     if "torch DDP" in medians:
         out["torch"] = {k: medians[k] * 1e3 for k in ("torch local", "torch DDP", "torch DDP view")}
         ddp = medians["torch DDP"] - medians["torch local"]
@@ -377,6 +405,12 @@ def print_report(report: dict) -> None:
                          [[c["label"], c["step_ms"], c["overlapped_ms"], c["overlapped_units"],
                            c["exposed_sync_ms"], c["exposed_sync_units"], c["no_overlap_ms"], c["no_overlap_units"]]
                           for c in steps["caps"]])
+    if "before_step_ms" in steps["caps"][0]:
+        print(f"\nbefore (--before {cfg.get('before')}) and after, interleaved in the same processes:\n")
+        benchlib.print_table(["buckets", "before step ms", "step ms", "change %", "before sync-after-bwd ms",
+                              "sync-after-bwd ms"],
+                             [[c["label"], c["before_step_ms"], c["step_ms"], c["step_change_pct"],
+                               c["before_sync_ms"], c["exposed_sync_ms"]] for c in steps["caps"]])
     if "torch" in steps:
         t = steps["torch"]
         print(f"\nPyTorch DDP (gloo, bucket_cap_mb=25): local step {t['torch local']:.2f} ms, DDP step "
@@ -476,48 +510,6 @@ def set_threads(args) -> int:
     return lucid.get_num_threads()
 
 
-def compare(args) -> dict:
-    """(e): 2-rank runs of (a) from each checkout, taking turns; medians of the step costs."""
-    import random
-    import statistics
-    import subprocess
-    import tempfile
-    checkouts = [str(Path(c).resolve()) for c in args.compare]
-    runs = {c: [] for c in checkouts}
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    with tempfile.TemporaryDirectory() as tmp:
-        for round_ in range(args.rounds):
-            for checkout in random.Random(round_).sample(checkouts, len(checkouts)):
-                out = Path(tmp) / f"{len(runs[checkout])}-{Path(checkout).name}.json"
-                command = [str(mpiexec) if mpiexec.exists() else "mpiexec", "-n", "2", sys.executable,
-                           str(Path(checkout) / "scripts" / "bench_comm.py"), "--no-torch", "--sizes", "40000000",
-                           "--caps", *map(str, args.caps), "--reps", str(args.reps), "--warmup", str(args.warmup),
-                           "--threads", str(args.threads or 1), "--json", str(out), "--plot", str(Path(tmp) / "x.png")]
-                subprocess.run(command, cwd=checkout, check=True, capture_output=True, text=True)
-                runs[checkout].append(json.loads(out.read_text())["steps"])
-    rows = []
-    for checkout in checkouts:
-        steps = runs[checkout]
-        for i, cap in enumerate(steps[0]["caps"]):
-            step = statistics.median(run["caps"][i]["step_ms"] for run in steps)
-            local = statistics.median(run["local_step_ms"] for run in steps)
-            rows.append({"checkout": checkout, "buckets": cap["label"], "step_ms": step, "local_ms": local,
-                         "cost_ms": step - local})
-    first = {r["buckets"]: r for r in rows if r["checkout"] == checkouts[0]}
-    for row in rows:
-        row["step_vs_first_pct"] = (row["step_ms"] / first[row["buckets"]]["step_ms"] - 1) * 100
-    print(f"2 ranks, step (forward + backward + reduction + SGD) from each checkout, jobs taking turns, median of "
-          f"{args.rounds} jobs x {args.reps} repetitions (slowest rank)\n")
-    benchlib.print_table(["checkout", "buckets", "step ms", "local step ms", "reduction cost ms",
-                          f"step vs {Path(checkouts[0]).name} %"],
-                         [[r["checkout"], r["buckets"], r["step_ms"], r["local_ms"], r["cost_ms"],
-                           r["step_vs_first_pct"]] for r in rows])
-    report = {"config": {"rounds": args.rounds, "reps": args.reps, "caps_mb": args.caps, "checkouts": checkouts},
-              "machine": benchlib.machine(), "rows": rows, "runs": runs}
-    benchlib.write_json(args.json, report)
-    return report
-
-
 def run_distributed(args) -> dict | None:
     """(a)-(c) on every rank; the report on rank 0 (None elsewhere)."""
     import distributed
@@ -528,7 +520,8 @@ def run_distributed(args) -> dict | None:
     comm, timer = world.comm, Timer(world.comm)
     gloo = not args.no_torch and init_gloo(comm)
     report = {"config": {"ranks": world.size, "tensors": args.tensors, "numel": args.numel, "batch": args.batch,
-                         "threads": args.threads, "reps": args.reps, "caps_mb": args.caps, "dtype": "float32"},
+                         "threads": args.threads, "reps": args.reps, "caps_mb": args.caps, "dtype": "float32",
+                         "before": args.before},
               "machine": benchlib.machine()}
     medians = measure_lucid(args, timer, comm)
     report["sizes"] = measure_sizes(timer, comm, args.sizes, args.reps, gloo)
@@ -541,8 +534,6 @@ def run_distributed(args) -> dict | None:
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.compare:
-        return compare(args)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     args.threads = set_threads(args)
     try:

@@ -10,7 +10,7 @@ from distributed.requests import Pipeline
 
 
 def gathered(*records):
-    return np.concatenate(records)
+    return b"".join(records)
 
 
 def grads(bucket=0, count=10, step=3, owner=0):
@@ -112,7 +112,7 @@ class FakeRequest:
         self.done = True
 
 
-def test_control_messages_run_ahead_settle_in_order_and_gate_their_data():
+def test_control_messages_gate_their_data_and_do_not_wait_for_the_data_before_them():
     log, cancelled = [], set()
 
     def start(name):
@@ -130,7 +130,7 @@ def test_control_messages_run_ahead_settle_in_order_and_gate_their_data():
     pipeline.submit(start("data 2"), lambda: log.append("finish data 2"), after=gate)
     second.done = True
     pipeline.progress()
-    assert log == []  # no data before its gate; the second control message waits for the first to settle
+    assert log == []  # no data before its gate (the second control message waits behind the first's data)
     pipeline.drain()
     assert log == ["wait control 1", "settle 1", "settle 2", "start data 2", "wait data 2", "finish data 2"]
     assert pipeline.completed == pipeline.submitted == 2
@@ -148,3 +148,16 @@ def test_a_broken_pipeline_drops_its_queue_and_raises_on_every_later_use():
     with pytest.raises(CollectiveMismatchError):
         pipeline.control(lambda: None, None)
     assert pipeline.waiting_since is None and pipeline.waiting_on is None
+
+
+def test_a_control_message_starts_while_the_data_before_it_is_in_flight():
+    log = []
+    pipeline = Pipeline(in_flight=1)
+    first = FakeRequest(log, "control 1")
+    first.done = True
+    gate = pipeline.control(lambda: first, lambda: log.append("settle 1"))
+    pipeline.submit(lambda: (log.append("start data 1"), FakeRequest(log, "data 1"))[1], after=gate)
+    assert log == []
+    pipeline.progress()
+    pipeline.control(lambda: (log.append("start control 2"), FakeRequest(log, "control 2"))[1], lambda: None)
+    assert log == ["settle 1", "start data 1", "start control 2"]  # not held back by data 1 in flight
