@@ -244,10 +244,17 @@ class MPIComm(Communicator):
         return self.comm.allgather(obj)
 
     def allreduce_max(self, values: np.ndarray, *, call=None) -> np.ndarray:
-        out = np.array(values, copy=True)
-        self._settled(self._enter(Kind.ALLREDUCE_MAX, call, out.size, out.dtype))
-        self.comm.Allreduce(self._MPI.IN_PLACE, out, op=self._MPI.MAX)
+        request, out = self.iallreduce_max(values, call=call)
+        request.wait()
         return out
+
+    def iallreduce_max(self, values: np.ndarray, *, call=None) -> tuple:
+        out = np.array(values, copy=True)
+        entry = self._enter(Kind.ALLREDUCE_MAX, call, out.size, out.dtype)
+        if out.size == 0:
+            return PipelinedRequest(self._pipeline, self._pipeline.submitted, entry), out
+        number = self._submit(entry, lambda: self.comm.Iallreduce(self._MPI.IN_PLACE, out, op=self._MPI.MAX))
+        return PipelinedRequest(self._pipeline, number, entry), out
 
     def barrier(self, *, call=None) -> None:
         self.control_exchange(Kind.BARRIER, call)  # every rank's record arrived: that is the barrier

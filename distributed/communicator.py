@@ -88,6 +88,10 @@ class Communicator:
         """Elementwise maximum of a small host array across ranks (a new array)."""
         raise NotImplementedError
 
+    def iallreduce_max(self, values: np.ndarray, *, call: Call | None = None) -> tuple:
+        """`allreduce_max` started now: (its Request, the array that holds the maximum once it is done)."""
+        return Request(), self.allreduce_max(values, call=call)
+
     def barrier(self, *, call: Call | None = None) -> None:
         raise NotImplementedError
 

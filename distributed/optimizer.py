@@ -232,9 +232,12 @@ class DistributedOptimizer(JoinableOptimizer):
                 present[:] = 0  # a joined rank contributes no gradient
             for index in self._readiness.remaining():
                 self._launch(self._fill_missing(self._buckets[index]))
+            # queued behind the last bucket, not after waiting for it: its control message and its few
+            # bytes travel while the gradients do
+            presence, anywhere = self.comm.iallreduce_max(present, call=self.call("gradient presence", shadow=True))
             for bucket in self._buckets:
                 self._requests.pop(bucket.index).wait()
-            anywhere = self.comm.allreduce_max(present, call=self.call("gradient presence", shadow=True))
+            presence.wait()
             for p, seen in zip(self._bucket_params, anywhere[:-1]):
                 if not seen:
                     p._grad = None  # no rank computed it: leave it out of the step, as one process would
