@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
+import time
 
 import numpy as np
 
@@ -31,6 +33,8 @@ from .control import Call, Kind
 from .cuda_aware import detect_cuda_aware, pinned_copy, pinned_empty
 from .launcher import check_world, launched_by_mpi, launcher_size
 from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request, open_gate
+
+ABORT_GRACE_S = 0.5  # seconds between a rank's last words and MPI_Abort
 
 __all__ = ["ReduceOp", "Sum", "Average", "Communicator", "SelfComm", "MPIComm", "Request", "Call", "init",
            "is_initialized", "world", "launched_by_mpi", "detect_cuda_aware"]
@@ -263,6 +267,10 @@ class MPIComm(Communicator):
         self._pipeline.progress()
 
     def abort(self, code: int = 1) -> None:
+        # what this rank just printed must reach the launcher before MPI_Abort tears the job down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
     def cuda_aware(self) -> bool:

@@ -144,7 +144,7 @@ class Inspector(threading.Thread):
         sys.stderr.write(text + "\n")
         sys.stderr.flush()
         if aborting:
-            self.MPI.COMM_WORLD.Abort(1)
+            self.world.abort(1)
 
     def report(self, comm, waited: float, op) -> str:
         """Ask the other ranks of `comm` where they are; the report, one line per rank."""

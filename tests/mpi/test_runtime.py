@@ -2,7 +2,9 @@
 `-m mpi4py`): the exception hook that ends the job when one rank raises, and each rank's share of the
 cores for its BLAS, OpenMP and compiled-step threads unless the user chose."""
 
+import json
 import os
+import re
 import sys
 import textwrap
 
@@ -71,8 +73,8 @@ def test_a_rank_that_raises_under_plain_python_ends_the_job(request, tmp_path, r
 
 
 def _reports(output):
-    import json
-    return sorted((json.loads(line.split(" ", 1)[1]) for line in output.splitlines() if line.startswith("THREADS ")),
+    """Each rank's THREADS report (the ranks' lines can run together on the launcher's stdout)."""
+    return sorted((json.loads(text) for text in re.findall(r"THREADS (\{[^{}]*\})", output)),
                   key=lambda r: r["rank"])
 
 
