@@ -10,10 +10,13 @@ from . import checkpoint
 from .comm import (Average, Communicator, MPIComm, ReduceOp, SelfComm, Sum, init, is_initialized,
                    launched_by_mpi)
 from .compression import Compression
-from .functions import (allgather_object, allreduce, broadcast_object, broadcast_optimizer_state,
-                        broadcast_parameters)
+from .control import CollectiveMismatchError, JoinedError
+from .functions import (allgather, allgather_object, allreduce, broadcast, broadcast_object,
+                        broadcast_optimizer_state, broadcast_parameters)
+from .joining import join
 from .optimizer import DistributedOptimizer, LayoutMismatchError
 from .sampler import DistributedSampler
+from .sync_batchnorm import SyncBatchNorm
 
 
 def rank() -> int:
@@ -42,6 +45,7 @@ def barrier() -> None:
 
 
 __all__ = ["init", "is_initialized", "rank", "size", "local_rank", "local_size", "barrier", "launched_by_mpi",
-           "Communicator", "SelfComm", "MPIComm", "ReduceOp", "Average", "Sum", "Compression",
-           "DistributedOptimizer", "LayoutMismatchError", "DistributedSampler", "broadcast_parameters",
-           "broadcast_optimizer_state", "broadcast_object", "allgather_object", "allreduce", "checkpoint"]
+           "join", "Communicator", "SelfComm", "MPIComm", "ReduceOp", "Average", "Sum", "Compression",
+           "DistributedOptimizer", "LayoutMismatchError", "CollectiveMismatchError", "JoinedError",
+           "DistributedSampler", "SyncBatchNorm", "broadcast_parameters", "broadcast_optimizer_state",
+           "broadcast_object", "allgather_object", "allreduce", "allgather", "broadcast", "checkpoint"]

@@ -1,310 +1,317 @@
-"""Communication between ranks: the Communicator interface, SelfComm (one process) and MPIComm (mpi4py).
+"""Communication between ranks over MPI: MPIComm (mpi4py) and the process-wide communicator (`init()`).
 
-This is the only module that imports mpi4py, and it does so lazily, inside `MPIComm` and `init()`, so
-`import distributed` works without MPI. Buffer methods take NumPy or CuPy arrays and work in place;
-`*_object` methods move picklable Python objects (small metadata only: never checkpoint data).
+The Communicator interface and SelfComm (one process) are in communicator.py, and importable from
+here too. This is the only module that imports mpi4py, and it does so lazily, inside `MPIComm` and
+`init()`, so `import distributed` works without MPI. Buffer methods take NumPy or CuPy arrays and
+work in place; `*_object` methods move picklable Python objects (small metadata only: never
+checkpoint data). Every method takes an optional `call=` (a `control.Call`: who calls it and why).
+
+MPIComm precedes each collective with a control message (`control.py`): ranks that call different
+collectives fail together with the same error instead of exchanging wrong data. It starts its
+non-blocking collectives through one `Pipeline` (`requests.py`): in submission order, one at a time,
+a host all-reduce cut into 1 MiB pieces.
 
 CuPy buffers: the current stream is synchronised before every MPI call (MPI reads device memory
-directly and knows nothing of streams). When the MPI library is CUDA-aware the device buffer goes to
-MPI as is; otherwise it is staged through a pinned host buffer. Which one is decided at run time
-(`cuda_aware()`), with the environment variable LUCID_MPI_CUDA_AWARE=1/0 overriding the detection.
-
-MPIComm starts its non-blocking collectives through one `Pipeline` (`requests.py`): in submission
-order, one at a time, a host all-reduce cut into 1 MiB pieces.
+directly and knows nothing of streams). When the MPI library is CUDA-aware (`cuda_aware.py`) the
+device buffer goes to MPI as is; otherwise it is staged through a pinned host buffer.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import enum
-import os
+import math
+import sys
+import time
 
 import numpy as np
 
 from lucid import _backend
 
-from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request
+from . import control
+from .communicator import Average, Communicator, ReduceOp, SelfComm, Sum, check_root, check_rows
+from .control import Call, Kind
+from .cuda_aware import detect_cuda_aware, pinned_copy, pinned_empty
+from .launcher import check_world, launched_by_mpi, launcher_size
+from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request, open_gate
 
-_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
-_LAUNCHER_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "MPI_LOCALRANKID")
+ABORT_GRACE_S = 0.5  # seconds between a rank's last words and MPI_Abort
 
-
-class ReduceOp(enum.Enum):
-    """How gradients (or any buffers) are combined across ranks."""
-
-    SUM = "sum"
-    AVERAGE = "average"
-
-
-Sum = ReduceOp.SUM
-Average = ReduceOp.AVERAGE
+__all__ = ["ReduceOp", "Sum", "Average", "Communicator", "SelfComm", "MPIComm", "Request", "Call", "init",
+           "is_initialized", "world", "launched_by_mpi", "detect_cuda_aware"]
 
 
-class Communicator:
-    """What the distributed optimizer needs from a group of ranks. All buffer operations are in place."""
+class Op:
+    """One collective on this rank: its control record, and how its control exchange settled."""
 
-    rank = 0
-    size = 1
-    local_rank = 0
-    local_size = 1
+    __slots__ = ("record", "number", "gate", "outcome", "error")
 
-    def allreduce(self, buf, op: ReduceOp = Sum) -> None:
-        """Combine `buf` across ranks in place (Average divides the sum by the size)."""
-        self.iallreduce(buf, op).wait()
+    def __init__(self, record, number: int):
+        self.record, self.number, self.gate, self.outcome, self.error = record, number, None, None, None
 
-    def iallreduce(self, buf, op: ReduceOp = Sum) -> Request:
-        raise NotImplementedError
-
-    def reduce_scatter(self, sendbuf, recvbuf, counts=None) -> None:
-        """Sum `sendbuf` across ranks; rank r receives the r-th consecutive piece of the sum.
-
-        Args:
-            sendbuf: this rank's contribution, `sum(counts)` elements.
-            recvbuf: where this rank's piece lands (`counts[rank]` elements).
-            counts: the piece sizes, one per rank; default equal pieces of len(recvbuf).
-        """
-        self.ireduce_scatter(sendbuf, recvbuf, counts).wait()
-
-    def ireduce_scatter(self, sendbuf, recvbuf, counts=None) -> Request:
-        raise NotImplementedError
-
-    def allgather(self, buf) -> None:
-        """In place: `buf` holds size equal slices; each rank contributes its own slice, all get all."""
-        raise NotImplementedError
-
-    def broadcast(self, buf, root: int = 0) -> None:
-        """Copy `buf` from `root` to every rank, in place."""
-        raise NotImplementedError
-
-    def broadcast_object(self, obj, root: int = 0):
-        """`obj` from `root` on every rank (pickled: metadata only)."""
-        raise NotImplementedError
-
-    def allgather_object(self, obj) -> list:
-        """Every rank's `obj`, in rank order, on every rank."""
-        raise NotImplementedError
-
-    def allreduce_max(self, values: np.ndarray) -> np.ndarray:
-        """Elementwise maximum of a small host array across ranks (a new array)."""
-        raise NotImplementedError
-
-    def barrier(self) -> None:
-        raise NotImplementedError
-
-    def progress(self) -> None:
-        """Let pending non-blocking operations advance (called from the gradient hooks during backward)."""
-
-    def abort(self, code: int = 1) -> None:
-        """End every rank of the job (used when one rank cannot go on)."""
-        os._exit(code)
+    @property
+    def contributors(self) -> int:
+        return self.outcome.contributors
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
-
-
-class SelfComm(Communicator):
-    """One process: every collective is the identity."""
-
-    def iallreduce(self, buf, op: ReduceOp = Sum) -> Request:
-        return Request()
-
-    def ireduce_scatter(self, sendbuf, recvbuf, counts=None) -> Request:
-        _backend.array_module(recvbuf).copyto(recvbuf, sendbuf.reshape(recvbuf.shape))
-        return Request()
-
-    def allgather(self, buf) -> None:
-        return None
-
-    def broadcast(self, buf, root: int = 0) -> None:
-        _check_root(root, 1)
-
-    def broadcast_object(self, obj, root: int = 0):
-        _check_root(root, 1)
-        return obj
-
-    def allgather_object(self, obj) -> list:
-        return [obj]
-
-    def allreduce_max(self, values: np.ndarray) -> np.ndarray:
-        return np.array(values, copy=True)
-
-    def barrier(self) -> None:
-        return None
-
-
-def _check_root(root: int, size: int) -> None:
-    if not 0 <= root < size:
-        raise ValueError(f"root rank {root} is out of range for a world of size {size}")
+        return control.describe(control.decode(self.record)[0])
 
 
 class MPIComm(Communicator):
-    """Ranks of an MPI communicator (COMM_WORLD by default), through mpi4py's buffer interface."""
+    """Ranks of an MPI communicator (COMM_WORLD by default), through mpi4py's buffer interface.
+
+    Attributes:
+        entered: how many collectives this rank has entered here; `last_entered` is the latest (an
+            `Op`); both feed stall reports.
+        joined: the ranks inside `distributed.join()`, as of the last settled control exchange.
+    """
 
     def __init__(self, comm=None):
         from mpi4py import MPI
-        self._MPI = MPI
+        self.MPI = self._MPI = MPI  # mpi4py.MPI, for the stall inspector (which must not import it)
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         local = self.comm.Split_type(MPI.COMM_TYPE_SHARED, key=self.rank)
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
+        self.world_ranks = self.comm.Get_group().Translate_ranks(list(range(self.size)), MPI.COMM_WORLD.Get_group())
         self._cuda_aware = None
         self._pipeline = Pipeline()
+        self._prematched = None
+        self.entered, self.last_entered, self.joined = 0, None, ()
+        self.label = f"COMM_WORLD ({self.size} ranks)" if comm is None else f"a communicator of {self.size} ranks"
+        from . import stall
+        stall.watch(self)
+
+    # ------------------------------------------------------------------ control
+
+    def _enter(self, kind: Kind, call, count=-1, dtype=None, extra=0, index=-1) -> Op:
+        """Start a collective: queue its control exchange (or take the one a joined rank shadows)."""
+        if self._pipeline.broken is not None:
+            raise self._pipeline.broken
+        self.entered += 1
+        op = self.last_entered = Op(control.record(kind, call, count, dtype, extra, index), self.entered)
+        if self._prematched is not None:
+            outcome, self._prematched = self._prematched, None
+            mine, theirs = control.decode(op.record)[0], outcome.agreed
+            if any(mine[f] != theirs[f] for f in control.SHADOW_MATCHED):
+                raise RuntimeError(f"internal error: a joined rank shadowed {control.describe(theirs)} with "
+                                   f"{control.describe(mine)}")
+            op.gate = open_gate(op)
+            self._settle(op, outcome)
+            return op
+        send = np.frombuffer(op.record, np.uint8)
+        recv = np.empty(self.size * control.RECORD.itemsize, np.uint8)
+        op.gate = self._pipeline.control(lambda: self.comm.Iallgather(send, recv),
+                                         lambda: self._settle(op, control.settle(recv, self.label)), label=op)
+        return op
+
+    def _settle(self, op: Op, outcome) -> None:
+        op.outcome = outcome
+        # a rank stays joined from its first JOINED record until all have joined (it also makes ordinary
+        # calls while it shadows a step): every rank folds the same outcomes in the same order
+        if outcome.joined:
+            self.joined = () if outcome.all_joined else tuple(sorted(set(self.joined) | set(outcome.joined)))
+        if outcome.error is not None and (outcome.fatal or self.rank not in outcome.joined):
+            op.error = outcome.error
+            if outcome.fatal:
+                self._pipeline.break_(outcome.error)
+
+    def _submit(self, op: Op, start, complete=None) -> int:
+        """Queue one data collective of `op`; it is skipped if the control exchange refused `op`."""
+        def guarded_start():
+            return None if op.error is not None else start()
+
+        def guarded_complete():
+            if op.error is None:
+                complete()
+        return self._pipeline.submit(guarded_start, None if complete is None else guarded_complete, after=op.gate,
+                                     label=op)
+
+    def _settled(self, op: Op) -> None:
+        """Wait for everything queued (so `op`'s control exchange too) and raise what it settled on."""
+        self._pipeline.drain()
+        if op.error is not None:
+            raise op.error
+
+    def control_exchange(self, kind: Kind, call: Call | None = None):
+        op = self._enter(kind, call)
+        self._settled(op)
+        return op.outcome
+
+    def joined_ranks(self) -> tuple:
+        self._pipeline.drain()
+        return self.joined
+
+    def waiting(self):
+        """(monotonic time it began, Op) while this rank blocks in a collective here; else None."""
+        since, op = self._pipeline.waiting_since, self._pipeline.waiting_on
+        return None if since is None or op is None else (since, op)
+
+    @contextlib.contextmanager
+    def prematched(self, outcome):
+        self._prematched = outcome
+        try:
+            yield
+        finally:
+            unused, self._prematched = self._prematched, None
+            if unused is not None:
+                raise RuntimeError(f"internal error: a joined rank did not shadow {control.describe(unused.agreed)}")
 
     # ------------------------------------------------------------------ buffers
 
-    def iallreduce(self, buf, op: ReduceOp = Sum) -> Request:
-        ReduceOp(op)
+    def iallreduce(self, buf, op: ReduceOp = Sum, *, call=None, prescale_factor=1.0, postscale_factor=1.0):
+        reduce, pre, post = ReduceOp(op), float(prescale_factor), float(postscale_factor)
+        entry = self._enter(Kind.ALLREDUCE, call, buf.size, buf.dtype, control.extra_code(reduce.value, pre, post))
         if buf.size == 0:
-            return Request()
-        divisor = self.size if op is ReduceOp.AVERAGE and self.size > 1 else 1
-        if _backend.is_gpu_array(buf) or not buf.flags.c_contiguous:
-            return self._device_safe(buf, self._start_allreduce, _divider(buf, divisor), writes_back=True)
-        flat, step = buf.reshape(-1), max(1, PIECE_BYTES // buf.itemsize)
+            return PipelinedRequest(self._pipeline, self._pipeline.submitted, entry)
+        # the same pieces on every rank whatever the buffer (MPI matches them one by one): a buffer MPI
+        # cannot take as it is is reduced in a contiguous host copy, copied back at the end
+        work, copy_back = self._mpi_buffer(buf)
+        flat, step = work.reshape(-1), max(1, PIECE_BYTES // buf.itemsize)
+        average = reduce is ReduceOp.AVERAGE
         for first in range(0, flat.size, step):
             piece = flat[first:first + step]
-            number = self._pipeline.submit(lambda piece=piece: self._start_allreduce(piece),
-                                           _divider(piece, divisor))
-        return PipelinedRequest(self._pipeline, number)
+            finish = _finisher(piece, average, post, entry)
+            if copy_back is not None and first + step >= flat.size:
+                finish = _then(finish, copy_back)
+            number = self._submit(entry, lambda piece=piece: self._start_allreduce(_scale(piece, pre)), finish)
+        return PipelinedRequest(self._pipeline, number, entry)
+
+    def _mpi_buffer(self, buf):
+        """(contiguous buffer MPI reads and writes, how to copy it back into `buf` or None)."""
+        if _backend.is_gpu_array(buf) and not self.cuda_aware():
+            host = pinned_copy(buf)
+            return host, lambda: buf.set(host)
+        _backend.synchronize(buf)
+        if buf.flags.c_contiguous:
+            return buf, None
+        work = _backend.array_module(buf).ascontiguousarray(buf)
+        return work, lambda: _backend.array_module(buf).copyto(buf, work)
 
     def _start_allreduce(self, buf):
         return self.comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
 
-    def ireduce_scatter(self, sendbuf, recvbuf, counts=None) -> Request:
+    def ireduce_scatter(self, sendbuf, recvbuf, counts=None, *, call=None) -> Request:
         counts = [recvbuf.size] * self.size if counts is None else [int(c) for c in counts]
         if len(counts) != self.size or sum(counts) != sendbuf.size or counts[self.rank] != recvbuf.size:
             raise ValueError(f"reduce_scatter: {sendbuf.size} elements to send and {recvbuf.size} to receive "
                              f"do not match the pieces {counts} of a world of size {self.size}")
+        entry = self._enter(Kind.REDUCE_SCATTER, call, sendbuf.size, sendbuf.dtype, control.extra_code(*counts))
         send, recv, complete = sendbuf, recvbuf, None
         if _backend.is_gpu_array(sendbuf) and not self.cuda_aware():
-            send, recv = _pinned_copy(sendbuf), _pinned_empty(recvbuf)
+            send, recv = pinned_copy(sendbuf), pinned_empty(recvbuf)
             complete = lambda: recvbuf.set(recv)  # noqa: E731
         else:
             _backend.synchronize(sendbuf)
 
         def start():
             return self.comm.Ireduce_scatter(send, recv, recvcounts=counts, op=self._MPI.SUM)
-        return PipelinedRequest(self._pipeline, self._pipeline.submit(start, complete))
+        return PipelinedRequest(self._pipeline, self._submit(entry, start, complete), entry)
 
-    def allgather(self, buf) -> None:
+    def allgather(self, buf, *, call=None) -> None:
         if buf.size % self.size:
             raise ValueError(f"allgather: {buf.size} elements do not split into {self.size} equal slices")
-        self._device_safe(buf, lambda b: self.comm.Iallgather(self._MPI.IN_PLACE, b), None,
-                          writes_back=True).wait()
+        entry = self._enter(Kind.ALLGATHER, call, buf.size, buf.dtype)
+        self._in_place(entry, buf, lambda b: self.comm.Iallgather(self._MPI.IN_PLACE, b)).wait()
 
-    def broadcast(self, buf, root: int = 0) -> None:
-        _check_root(root, self.size)
-        self._device_safe(buf, lambda b: self.comm.Ibcast(b, root=root), None, writes_back=True).wait()
+    def allgather_rows(self, array, *, call=None):
+        check_rows(array)
+        per_row = math.prod(array.shape[1:])
+        entry = self._enter(Kind.ALLGATHER_ROWS, call, per_row, array.dtype,
+                            control.extra_code(*array.shape[1:]), index=array.shape[0])
+        self._settled(entry)
+        rows = entry.outcome.rows()
+        host = np.ascontiguousarray(_backend.to_host(array))
+        out = np.empty((sum(rows),) + tuple(array.shape[1:]), dtype=array.dtype)
+        self.comm.Allgatherv(host, [out, [r * per_row for r in rows]])
+        return _backend.to_device(out, _backend.device_of(array)) if _backend.is_gpu_array(array) else out
 
-    def _device_safe(self, buf, start, finish, writes_back: bool) -> Request:
-        """Start an in-place MPI operation on `buf`, staging a GPU buffer through host memory if needed."""
-        if _backend.is_gpu_array(buf) and not self.cuda_aware():
-            host = _pinned_copy(buf)
+    def broadcast(self, buf, root: int = 0, *, call=None) -> None:
+        check_root(root, self.size)
+        entry = self._enter(Kind.BROADCAST, call, buf.size, buf.dtype, root)
+        self._in_place(entry, buf, lambda b: self.comm.Ibcast(b, root=root)).wait()
 
-            def complete():
-                if writes_back:
-                    buf.set(host)
-                if finish:
-                    finish()
-            return PipelinedRequest(self._pipeline, self._pipeline.submit(lambda: start(host), complete))
-        _backend.synchronize(buf)
-        return PipelinedRequest(self._pipeline, self._pipeline.submit(lambda: start(buf), finish))
+    def _in_place(self, entry: Op, buf, start) -> Request:
+        """Start one in-place MPI operation `start(array)` on `buf` (through a copy MPI can take if need be)."""
+        work, copy_back = self._mpi_buffer(buf)
+        return PipelinedRequest(self._pipeline, self._submit(entry, lambda: start(work), copy_back), entry)
 
     # ------------------------------------------------------------------ objects and control
 
-    def broadcast_object(self, obj, root: int = 0):
-        _check_root(root, self.size)
-        self._pipeline.drain()
+    def broadcast_object(self, obj, root: int = 0, *, call=None):
+        check_root(root, self.size)
+        self._settled(self._enter(Kind.BROADCAST_OBJECT, call, extra=root))
         return self.comm.bcast(obj, root=root)
 
-    def allgather_object(self, obj) -> list:
-        self._pipeline.drain()
+    def allgather_object(self, obj, *, call=None) -> list:
+        self._settled(self._enter(Kind.ALLGATHER_OBJECT, call))
         return self.comm.allgather(obj)
 
-    def allreduce_max(self, values: np.ndarray) -> np.ndarray:
-        out = np.array(values, copy=True)
-        self._pipeline.drain()
-        self.comm.Allreduce(self._MPI.IN_PLACE, out, op=self._MPI.MAX)
+    def allreduce_max(self, values: np.ndarray, *, call=None) -> np.ndarray:
+        request, out = self.iallreduce_max(values, call=call)
+        request.wait()
         return out
 
-    def barrier(self) -> None:
-        self._pipeline.drain()
-        self.comm.Barrier()
+    def iallreduce_max(self, values: np.ndarray, *, call=None) -> tuple:
+        out = np.array(values, copy=True)
+        entry = self._enter(Kind.ALLREDUCE_MAX, call, out.size, out.dtype)
+        if out.size == 0:
+            return PipelinedRequest(self._pipeline, self._pipeline.submitted, entry), out
+        number = self._submit(entry, lambda: self.comm.Iallreduce(self._MPI.IN_PLACE, out, op=self._MPI.MAX))
+        return PipelinedRequest(self._pipeline, number, entry), out
+
+    def barrier(self, *, call=None) -> None:
+        self.control_exchange(Kind.BARRIER, call)  # every rank's record arrived: that is the barrier
 
     def progress(self) -> None:
         self._pipeline.progress()
 
     def abort(self, code: int = 1) -> None:
+        # what this rank just printed must reach the launcher before MPI_Abort tears the job down
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
         self.comm.Abort(code)
 
     def cuda_aware(self) -> bool:
-        """Whether MPI can read and write CUDA device memory (detected once; see the module docstring)."""
+        """Whether MPI can read and write CUDA device memory (detected once; see cuda_aware.py)."""
         if self._cuda_aware is None:
             self._cuda_aware = detect_cuda_aware(self._MPI, self.comm)
         return self._cuda_aware
 
+    def library(self) -> str:
+        """The MPI library's name and version, on one line."""
+        return " ".join(self._MPI.Get_library_version().split()[:3])
 
-def _divider(buf, divisor: int):
-    """The completion step of an Average: divide `buf` in place by the world size (None for a Sum)."""
-    if divisor == 1:
+
+def _scale(buf, factor: float):
+    """`buf` multiplied in place by `factor` (Horovod's prescale), returned."""
+    if factor != 1.0:
+        _backend.array_module(buf).multiply(buf, factor, out=buf, casting="unsafe")
+    return buf
+
+
+def _then(first, second):
+    """Run `first` (if any), then `second`."""
+    if first is None:
+        return second
+    return lambda: (first(), second())
+
+
+def _finisher(buf, average: bool, post: float, entry: Op):
+    """The completion step of a reduction: the postscale and, for an Average, the division by the number
+    of ranks that contributed (known once the control exchange settled). None when there is nothing to do."""
+    if not average and post == 1.0:
         return None
-    return lambda: _backend.array_module(buf).divide(buf, divisor, out=buf, casting="unsafe")
 
-
-# ---------------------------------------------------------------------------- CUDA-aware detection
-
-def detect_cuda_aware(MPI, comm) -> bool:
-    """LUCID_MPI_CUDA_AWARE if set; else the MPI 4.1 `mpi_memory_alloc_kinds` info; else vendor queries."""
-    override = os.environ.get("LUCID_MPI_CUDA_AWARE")
-    if override is not None:
-        if override.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if override.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"LUCID_MPI_CUDA_AWARE must be 1 or 0, not {override!r}")
-    kinds = _memory_alloc_kinds(MPI, comm)
-    if kinds is not None and "cuda" in kinds:
-        return True
-    return _vendor_query() is True
-
-
-def _memory_alloc_kinds(MPI, comm):
-    """The `mpi_memory_alloc_kinds` info value (MPI 4.1), from the communicator or the environment."""
-    for get_info in (comm.Get_info, lambda: MPI.INFO_ENV):
-        try:
-            value = get_info().Get("mpi_memory_alloc_kinds")
-        except Exception:  # older MPIs have no such key or no INFO_ENV
-            value = None
-        if value:
-            return value.lower()
-    return None
-
-
-def _vendor_query():
-    """MPIX_Query_cuda_support (Open MPI, MPICH) from the libmpi this process loaded; None if absent."""
-    paths = sorted({line.split()[-1] for line in open("/proc/self/maps") if "libmpi" in line
-                    and line.split()[-1].startswith("/")}) if os.path.exists("/proc/self/maps") else []
-    for path in paths:
-        try:
-            query = getattr(ctypes.CDLL(path), "MPIX_Query_cuda_support")
-        except (OSError, AttributeError):
-            continue
-        return bool(query())
-    return None
-
-
-def _pinned_empty(like):
-    """A host array in page-locked memory, shaped like `like` (fast device<->host copies)."""
-    cupy = _backend.cupy_module()
-    memory = cupy.cuda.alloc_pinned_memory(like.nbytes)
-    return np.frombuffer(memory, dtype=like.dtype, count=like.size).reshape(like.shape)
-
-
-def _pinned_copy(device_array):
-    host = _pinned_empty(device_array)
-    device_array.get(out=host)  # synchronous: the stream is drained before MPI reads `host`
-    return host
+    def finish():
+        xp, ranks = _backend.array_module(buf), entry.contributors if average else 1
+        if post == 1.0:
+            if ranks > 1:
+                xp.divide(buf, ranks, out=buf, casting="unsafe")
+        else:
+            xp.multiply(buf, post / ranks, out=buf, casting="unsafe")
+    return finish
 
 
 # ---------------------------------------------------------------------------- the process-wide communicator
@@ -312,28 +319,21 @@ def _pinned_copy(device_array):
 _world = None
 
 
-def launched_by_mpi() -> bool:
-    """True when an MPI launcher (mpiexec, mpirun, srun) started this process."""
-    return any(var in os.environ for var in _LAUNCHER_SIZE_VARS + _LAUNCHER_RANK_VARS)
-
-
-def _launcher_size() -> int:
-    for var in _LAUNCHER_SIZE_VARS:
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
-
-
 def init(comm=None) -> Communicator:
     """Set up the process-wide communicator once (later calls return it) and return it.
+
+    Under an MPI launcher with several ranks it also gives each rank its share of the node's cores,
+    installs the exception hook that ends the whole job when one rank raises, and starts the stall
+    inspector (`runtime.py`).
 
     Args:
         comm: a Communicator or an mpi4py communicator to use; by default MPI's COMM_WORLD when an MPI
             launcher started the process, else a single-process SelfComm.
 
     Raises:
-        RuntimeError: when a launcher started several ranks but mpi4py cannot be imported (running
-            them as independent single processes would silently train N separate models).
+        RuntimeError: when a launcher started several ranks but mpi4py cannot be imported, or MPI sees a
+            world of one rank (running them as independent single processes would silently train N
+            separate models).
     """
     global _world
     if _world is not None and comm is None:
@@ -344,23 +344,20 @@ def init(comm=None) -> Communicator:
         _world = MPIComm(comm)
     elif launched_by_mpi():
         try:
-            _world = MPIComm()
-            _share_cores(_world.local_size)
+            world = MPIComm()
         except ImportError as exc:
-            if _launcher_size() > 1:
-                raise RuntimeError(f"started by an MPI launcher with {_launcher_size()} ranks, but mpi4py "
+            if launcher_size() > 1:
+                raise RuntimeError(f"started by an MPI launcher with {launcher_size()} ranks, but mpi4py "
                                    f"cannot be imported ({exc}); pip install mpi4py mpich") from exc
-            _world = SelfComm()
+            world = SelfComm()
+        else:
+            check_world(world.size, world.library())
+            from . import runtime
+            runtime.start(world)
+        _world = world
     else:
         _world = SelfComm()
     return _world
-
-
-def _share_cores(local_size: int) -> None:
-    """Give each rank on a machine its share of the cores for the optimizer's compiled step."""
-    if local_size > 1 and "NUMBA_NUM_THREADS" not in os.environ:
-        from lucid.optim import set_kernel_threads
-        set_kernel_threads(max(1, (os.cpu_count() or 1) // local_size))
 
 
 def is_initialized() -> bool:

@@ -1,6 +1,11 @@
-"""Collective helpers with Horovod's names: broadcasting parameters, optimizer state and objects."""
+"""Collective helpers with Horovod's names: parameters, optimizer state, objects, and all-reduce /
+all-gather / broadcast of numbers, arrays and Tensors."""
 
 from __future__ import annotations
+
+import numbers
+
+import numpy as np
 
 from lucid import _backend
 from lucid.tensor import Tensor
@@ -65,11 +70,54 @@ def allgather_object(obj, comm=None) -> list:
     return (comm or _comm.world()).allgather_object(obj)
 
 
-def allreduce(array, op=_comm.Average, comm=None):
-    """Combine an array (or a Tensor's data) across ranks in place; returns it."""
-    comm = comm or _comm.world()
-    target = array.data if isinstance(array, Tensor) else array
+def _target(value, what: str):
+    """The array a buffer collective works on: an array itself or a Tensor's data."""
+    target = value.data if isinstance(value, Tensor) else value
     if not (hasattr(target, "dtype") and (_backend.is_gpu_array(target) or hasattr(target, "flags"))):
-        raise TypeError(f"allreduce takes an array or a lucid Tensor, not {type(array).__name__}")
-    comm.allreduce(target, _comm.ReduceOp(op))
-    return array
+        raise TypeError(f"{what} takes a number, an array or a lucid Tensor, not {type(value).__name__}")
+    return target
+
+
+def allreduce(value, op=_comm.Average, name=None, *, comm=None):
+    """Combine `value` across ranks (Horovod's allreduce, for metrics and anything else).
+
+    Args:
+        value: a Python (or NumPy) number, or an array or Tensor, reduced in place.
+        op: `distributed.Average` (the default: divided by the ranks that contributed; ranks inside
+            `join()` do not) or `distributed.Sum`.
+        name: a name for the reduction; ranks that pass different names get the same error.
+
+    Returns:
+        A float for a number; the array or Tensor itself otherwise.
+    """
+    comm = comm or _comm.world()
+    op = _comm.ReduceOp(op)
+    call = _comm.Call(name or "")
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        number = np.array([value], dtype=np.float64)
+        comm.allreduce(number, op, call=call)
+        return float(number[0])
+    target = _target(value, "allreduce")
+    comm.allreduce(target, op, call=call)
+    return value
+
+
+def allgather(value, name=None, *, comm=None):
+    """Every rank's array (or Tensor) concatenated along the first axis, in rank order (Horovod's).
+
+    The first dimension may differ between ranks; the other dimensions and the dtype must agree.
+    Ranks inside `join()` contribute nothing. Returns a new array (a Tensor for a Tensor).
+    """
+    comm = comm or _comm.world()
+    out = comm.allgather_rows(_target(value, "allgather"), call=_comm.Call(name or ""))
+    return Tensor(out) if isinstance(value, Tensor) else out
+
+
+def broadcast(value, root_rank: int = 0, name=None, *, comm=None):
+    """`root_rank`'s array (or Tensor) on every rank, in place; returns it (Horovod's broadcast_)."""
+    comm = comm or _comm.world()
+    target = _target(value, "broadcast")
+    if not (_backend.is_gpu_array(target) or target.flags.c_contiguous):
+        raise ValueError("broadcast needs a contiguous array")
+    comm.broadcast(target, root=root_rank, call=_comm.Call(name or ""))
+    return value

@@ -11,25 +11,26 @@ rank's shard only (`sharding.py`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 
 import numpy as np
 
 from lucid import _backend, autograd
-from lucid.optim import Optimizer
 from lucid.optim._flat import FlatBuffer
 
 from . import comm as _comm
+from . import joining as _joining
+from .agreement import LayoutMismatchError, check_same_layout
+from .arguments import check_arguments, check_predivide, parameter_names
 from .buckets import Readiness, plan_buckets
-from .compression import Compression, Compressor
+from .compression import Compression
+from .control import Call, JoinedError
+from .joinable import JoinableOptimizer
+
+__all__ = ["DistributedOptimizer", "LayoutMismatchError", "check_same_layout"]
 
 
-class LayoutMismatchError(RuntimeError):
-    """Ranks disagree on the parameters (names, shapes, dtypes, order) or on the wrapper's options."""
-
-
-class DistributedOptimizer:
+class DistributedOptimizer(JoinableOptimizer):
     """Data-parallel training over MPI ranks for any lucid optimizer (Horovod's interface).
 
     Args:
@@ -42,12 +43,15 @@ class DistributedOptimizer:
         bucket_cap_mb: the most MiB of gradients one all-reduce carries.
         shard_state: partition optimizer state across ranks (ZeRO stage 1/2).
         comm: a `Communicator` (default: `distributed.init()`).
+        gradient_predivide_factor: with op=Average, gradients are divided by this factor before the
+            sum and by (ranks / factor) after it (Horovod's; 1.0: the plain average).
     """
 
     def __init__(self, optimizer, named_parameters=None, *, op=_comm.Average, compression=Compression.none,
                  backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
-                 comm=None):
-        _check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
+                 comm=None, gradient_predivide_factor: float = 1.0):
+        check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
+        self.gradient_predivide_factor = check_predivide(gradient_predivide_factor, op)
         if shard_state and optimizer.rule is None:
             raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
                              f"{type(optimizer).__name__} is not elementwise (it has no rule)")
@@ -58,13 +62,18 @@ class DistributedOptimizer:
         self.backward_passes_per_step = int(backward_passes_per_step)
         self.bucket_cap_mb = float(bucket_cap_mb)
         self.shard_state = bool(shard_state)
-        self._names = _parameter_names(optimizer, named_parameters)
+        self._names = parameter_names(optimizer, named_parameters)
         self._user_named = named_parameters is not None
         self._own_flats = {}
         self._requests = {}
         self._synchronized = None  # None, "user" or "internal": who reduced this step's gradients
         self._should_synchronize = True
         self._sharding = None
+        self._sync_enabled = True   # False inside no_sync()
+        self._shadowing = False     # True while a joined rank shadows the others' presence exchange
+        self._consolidated = None   # consolidate_state_dict()'s full dict, on its rank, until the next step
+        self._steps = 0
+        self._owner = _joining.register(self.comm, self)
         self._build()
         self._hooks = []
         if self.comm.size > 1:
@@ -156,13 +165,25 @@ class DistributedOptimizer:
         names = {id(p): n for p, n in self._names.items()}
         options = ("options", f"op={self.op.name}", f"compression={self.compression.name}",
                    f"backward_passes_per_step={self.backward_passes_per_step}",
-                   f"bucket_cap_mb={self.bucket_cap_mb}", f"shard_state={self.shard_state}")
+                   f"bucket_cap_mb={self.bucket_cap_mb}", f"shard_state={self.shard_state}",
+                   f"gradient_predivide_factor={self.gradient_predivide_factor}")
         return [options] + [(names[id(p)], tuple(p.shape), p.dtype.name) for p in self._bucket_params]
 
     # ------------------------------------------------------------------ communication
 
+    def call(self, name: str, bucket: int = -1, args: tuple = (), shadow: bool = False) -> Call:
+        """What this optimizer's collectives say they are (control messages, stall reports, join)."""
+        return Call(name, self._steps, bucket, self._owner, args, shadow)
+
+    def scale_factors(self) -> tuple:
+        """(prescale, postscale) of the gradient reduction: Horovod's split of gradient_predivide_factor."""
+        factor = self.gradient_predivide_factor
+        return (1.0 / factor, factor) if factor != 1.0 else (1.0, 1.0)
+
     def _on_gradient(self, param) -> None:
         """Post-accumulate-grad hook: launch every bucket this gradient completes (in bucket order)."""
+        if not self._sync_enabled:
+            return  # no_sync(): this backward only accumulates
         for index in self._readiness.mark(param):
             self._launch(self._buckets[index])
         if self._requests:
@@ -175,17 +196,38 @@ class DistributedOptimizer:
             self._requests[bucket.index] = self._sharding.launch(bucket)
             return
         wire_dtype = self.compression.wire_dtype(bucket.grad.dtype)
+        call = self.call("gradients", bucket.index, shadow=True)
         if wire_dtype is None:
-            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op)
+            pre, post = self.scale_factors()
+            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op, call=call, prescale_factor=pre,
+                                                                postscale_factor=post)
             return
         if bucket.wire is None or bucket.wire.shape != bucket.grad.shape:
             bucket.wire = bucket.flat.xp.empty(bucket.grad.shape, dtype=wire_dtype)
-        scale = 1.0 / self.comm.size if self.op is _comm.Average else 1.0
-        # average before the cast: a float16 sum of full gradients overflows sooner
-        bucket.flat.xp.multiply(bucket.grad, scale, out=bucket.wire, casting="same_kind")
-        request = self.comm.iallreduce(bucket.wire, _comm.Sum)
-        self._requests[bucket.index] = _comm.Request(
-            None, lambda: (request.wait(), bucket.flat.xp.copyto(bucket.grad, bucket.wire)))
+        # average (or predivide) before the cast: a float16 sum of full gradients overflows sooner
+        bucket.flat.xp.multiply(bucket.grad, self.wire_scale(), out=bucket.wire, casting="same_kind")
+        request = self.comm.iallreduce(bucket.wire, _comm.Sum, call=call)
+
+        def finish():
+            request.wait()
+            bucket.flat.xp.copyto(bucket.grad, bucket.wire)
+            self.rescale(bucket.grad, request.contributors)
+        self._requests[bucket.index] = _comm.Request(None, finish)
+
+    def wire_scale(self) -> float:
+        """The factor gradients get before a compressed (or sharded) sum: the predivide, else 1/size."""
+        if self.gradient_predivide_factor != 1.0:
+            return 1.0 / self.gradient_predivide_factor
+        return 1.0 / self.comm.size if self.op is _comm.Average else 1.0
+
+    def rescale(self, reduced, contributors) -> None:
+        """After a sum of `wire_scale()`d gradients: the rest of the average over `contributors` ranks
+        (None: all of them)."""
+        contributors = contributors or self.comm.size
+        factor = self.gradient_predivide_factor / contributors if self.gradient_predivide_factor != 1.0 else (
+            self.comm.size / contributors if self.op is _comm.Average else 1.0)
+        if factor != 1.0:
+            reduced *= reduced.dtype.type(factor)
 
     def synchronize(self) -> None:
         """Finish reducing this step's gradients (every rank must call it; `step()` does)."""
@@ -197,11 +239,16 @@ class DistributedOptimizer:
         if self.comm.size > 1 or self._sharding is not None:
             present = np.array([p._grad is not None for p in self._bucket_params]
                                + [not all(f.is_intact() for f in self._flats)], dtype=np.uint8)
+            if self._shadowing:
+                present[:] = 0  # a joined rank contributes no gradient
             for index in self._readiness.remaining():
                 self._launch(self._fill_missing(self._buckets[index]))
+            # queued behind the last bucket, not after waiting for it: its control message and its few
+            # bytes travel while the gradients do
+            presence, anywhere = self.comm.iallreduce_max(present, call=self.call("gradient presence", shadow=True))
             for bucket in self._buckets:
                 self._requests.pop(bucket.index).wait()
-            anywhere = self.comm.allreduce_max(present)
+            presence.wait()
             for p, seen in zip(self._bucket_params, anywhere[:-1]):
                 if not seen:
                     p._grad = None  # no rank computed it: leave it out of the step, as one process would
@@ -222,6 +269,19 @@ class DistributedOptimizer:
         return bucket
 
     @contextlib.contextmanager
+    def no_sync(self):
+        """Inside this block backward passes only accumulate gradients locally (DDP's no_sync()).
+
+        The first backward pass after the block reduces the accumulated sum, so k - 1 passes inside and
+        one outside equal `backward_passes_per_step=k`.
+        """
+        previous, self._sync_enabled = self._sync_enabled, False
+        try:
+            yield
+        finally:
+            self._sync_enabled = previous
+
+    @contextlib.contextmanager
     def skip_synchronize(self):
         """Inside this block `step()` does not reduce: use after calling `synchronize()` yourself."""
         self._should_synchronize = False
@@ -235,6 +295,9 @@ class DistributedOptimizer:
     def step(self, closure=None):
         """Reduce the gradients (unless already done), then run the wrapped optimizer's step."""
         if closure is not None and self.optimizer.requires_closure:
+            if self.comm.joined_ranks():
+                raise JoinedError(f"{type(self.optimizer).__name__} evaluates its closure several times a step, "
+                                  f"which ranks {list(self.comm.joined_ranks())} in join() cannot shadow")
             # LBFGS evaluates the closure itself, several times a step: each evaluation must be reduced
             return self.optimizer.step(self._reducing(closure))
         loss = None
@@ -246,12 +309,20 @@ class DistributedOptimizer:
                 warnings.warn("optimizer.step() called without optimizer.skip_synchronize() context after "
                               "optimizer.synchronize(). This can cause training slowdown.", stacklevel=2)
             self._reduce("internal")
+        if self._announce("step"):
+            self._share_hyperparameters()
+        self._local_step()
+        return loss
+
+    def _local_step(self) -> None:
+        """The wrapped optimizer's step on the reduced gradients (this rank's shard, then an all-gather)."""
+        self._consolidated = None
         if self._sharding is not None:
             self._sharding.step()
         else:
             self.optimizer.step()
+        self._steps += 1
         self._synchronized = None
-        return loss
 
     def _reducing(self, closure):
         """`closure`, followed by the reduction of its gradients and of its loss (so that every rank's
@@ -263,7 +334,7 @@ class DistributedOptimizer:
             if self.comm.size > 1 and loss is not None:
                 from lucid.tensor import Tensor
                 value = np.array([float(loss)], dtype=np.float64)
-                self.comm.allreduce(value, self.op)
+                self.comm.allreduce(value, self.op, call=self.call("closure loss"))
                 loss = Tensor(value[0])
             return loss
         return evaluate
@@ -283,9 +354,12 @@ class DistributedOptimizer:
         Returns:
             The global norm before clipping (a 0-d float64 lucid Tensor), the same on every rank.
         """
-        from lucid.tensor import Tensor
         self._reduce("internal")
-        norm_type = float(norm_type)
+        self._announce("clip_grad_norm_", (float(max_norm), float(norm_type)))
+        return self._clip(float(max_norm), float(norm_type))
+
+    def _clip(self, max_norm: float, norm_type: float):
+        from lucid.tensor import Tensor
         total = self._global_norm(norm_type)
         coefficient = min(float(max_norm) / (total + 1e-6), 1.0)
         for flat in self._flats:
@@ -302,13 +376,33 @@ class DistributedOptimizer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
-        """The full state dict the wrapped optimizer would give in one process (a collective when sharded)."""
+        """The full state dict the wrapped optimizer would give in one process (a collective when sharded,
+        except on the rank that `consolidate_state_dict()` gathered it onto, until the next step)."""
+        if self._consolidated is not None:
+            return dict(self._consolidated, param_groups=self.optimizer.state_dict()["param_groups"])
         if self._sharding is not None:
             return self._sharding.state_dict()
         return self.optimizer.state_dict()
 
+    def consolidate_state_dict(self, to: int = 0) -> None:
+        """Gather the full state dict onto rank `to` (torch ZeroRedundancyOptimizer's; every rank calls it).
+
+        Afterwards `state_dict()` on rank `to` returns it without communicating, so
+        `if rank == to: save(opt.state_dict())` works with `shard_state=True`, until the next `step()`.
+        """
+        if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size:
+            raise ValueError(f"consolidate_state_dict: rank {to!r} is out of range for a world of size "
+                             f"{self.comm.size}")
+        if self._sharding is not None:
+            full = self._sharding.state_dict()
+        else:
+            self.comm.barrier(call=self.call("consolidate_state_dict"))  # a collective for every rank alike
+            full = self.optimizer.state_dict()
+        self._consolidated = full if self.comm.rank == to else None
+
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a full state dict (from any world size, or from a plain optimizer)."""
+        self._consolidated = None
         if self._sharding is not None:
             self._sharding.load_state_dict(state_dict)
         else:
@@ -340,76 +434,3 @@ def _combine_norms(partials: list, norm_type: float) -> float:
     if norm_type == float("inf"):
         return max(partials, default=0.0)
     return sum(partials) ** (1.0 / norm_type)
-
-
-def _check_arguments(optimizer, op, compression, passes, bucket_cap_mb) -> None:
-    if isinstance(optimizer, DistributedOptimizer):
-        raise TypeError("the optimizer is already a DistributedOptimizer")
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"DistributedOptimizer wraps a lucid.optim.Optimizer, not {type(optimizer).__name__}")
-    try:
-        _comm.ReduceOp(op)
-    except ValueError:
-        raise ValueError(f"unknown reduction op {op!r}: use distributed.Average or distributed.Sum") from None
-    if not isinstance(compression, Compressor):
-        raise ValueError(f"unknown compression {compression!r}: use Compression.none or Compression.fp16")
-    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
-        raise ValueError(f"backward_passes_per_step must be an integer >= 1, got {passes!r}")
-    if not bucket_cap_mb > 0:
-        raise ValueError(f"bucket_cap_mb must be positive, got {bucket_cap_mb!r}")
-
-
-def _parameter_names(optimizer, named_parameters) -> dict:
-    """Parameter -> name, checked: unique names, every optimized parameter named."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    if named_parameters is None:
-        return {p: f"{g}.{i}" for g, group in enumerate(optimizer.param_groups)
-                for i, p in enumerate(group["params"])}
-    pairs = list(named_parameters)
-    if any(not (isinstance(pair, tuple) and len(pair) == 2) for pair in pairs):
-        raise ValueError("named_parameters should be a sequence of (name, parameter) tuples, usually "
-                         "produced by model.named_parameters()")
-    names = [name for name, _ in pairs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"Parameter names in named_parameters must be unique. Found duplicates: "
-                         f"{', '.join(duplicates)}")
-    by_param = {p: name for name, p in pairs}
-    missing = [i for i, p in enumerate(params) if p not in by_param]
-    if missing:
-        raise ValueError(f"named_parameters was specified, but one or more model parameters were not named "
-                         f"(optimizer parameters at positions {missing}): pass model.named_parameters() of "
-                         "the model the optimizer trains")
-    return {p: by_param[p] for p in params}
-
-
-def check_same_layout(comm, layout: list) -> None:
-    """Raise the same LayoutMismatchError on every rank unless all ranks passed an equal `layout`.
-
-    One small collective (a digest per rank) when they agree; a second one to explain when they don't.
-    """
-    digest = hashlib.sha256(repr(layout).encode()).hexdigest()
-    digests = comm.allgather_object(digest)
-    if len(set(digests)) == 1:
-        return
-    layouts = comm.allgather_object(layout)
-    raise LayoutMismatchError(describe_difference(layouts))
-
-
-def describe_difference(layouts: list) -> str:
-    """Name the first entry where ranks' layouts differ, and which ranks hold which value."""
-    longest = max(len(layout) for layout in layouts)
-    for position in range(longest):
-        values = {}
-        for rank, layout in enumerate(layouts):
-            entry = layout[position] if position < len(layout) else ("<none>",)
-            values.setdefault(repr(entry), []).append(rank)
-        if len(values) > 1:
-            held = "; ".join(f"{entry} on ranks {ranks}" for entry, ranks in values.items())
-            if position == 0:
-                return f"ranks disagree on the DistributedOptimizer options: {held}"
-            counts = sorted({len(layout) - 1 for layout in layouts})
-            count_note = f" (ranks have {counts} parameters)" if len(counts) > 1 else ""
-            return (f"ranks disagree on parameter {position - 1} (name, shape, dtype) in bucket order"
-                    f"{count_note}: {held}")
-    return "ranks disagree on the parameter layout"

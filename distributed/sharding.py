@@ -101,32 +101,37 @@ class ShardedState:
         pieces = [_overlap(bucket.start, bucket.stop, *shard_range(flat.size, r, size)) for r in range(size)]
         counts = [b - a for a, b in pieces]
         a, b = pieces[rank]
-        average = self.dist.op is _comm.Average
         send = bucket.grad
         if wire_dtype is not None:
             if bucket.wire is None or bucket.wire.shape != send.shape:
                 bucket.wire = flat.xp.empty(send.shape, dtype=wire_dtype)
             send = bucket.wire
-            # average before the cast: a float16 sum of full gradients overflows sooner
-            flat.xp.multiply(bucket.grad, 1.0 / size if average else 1.0, out=send, casting="same_kind")
+            # average (or predivide) before the cast: a float16 sum of full gradients overflows sooner
+            flat.xp.multiply(bucket.grad, self.dist.wire_scale(), out=send, casting="same_kind")
+        elif self.dist.gradient_predivide_factor != 1.0:
+            send *= send.dtype.type(self.dist.wire_scale())
         if bucket.received is None or bucket.received.shape != (counts[rank],) or bucket.received.dtype != send.dtype:
             bucket.received = flat.xp.empty(counts[rank], dtype=send.dtype)
         received = bucket.received
-        request = self.comm.ireduce_scatter(send, received, counts)
+        call = self.dist.call("gradients", bucket.index, shadow=True)
+        request = self.comm.ireduce_scatter(send, received, counts, call=call)
+        scaled = wire_dtype is not None or self.dist.gradient_predivide_factor != 1.0
 
         def finish():
             request.wait()
             target = flat.grad[a:b]
             flat.xp.copyto(target, received, casting="same_kind")
-            if average and wire_dtype is None and size > 1:
-                target /= size
+            if scaled:
+                self.dist.rescale(target, request.contributors)
+            elif self.dist.op is _comm.Average and (request.contributors or size) > 1:
+                target /= request.contributors or size
         return _comm.Request(None, finish)
 
     def step(self) -> None:
         """Step this rank's slice of every buffer, then all-gather the parameters."""
         self.optimizer.step()
         for flat in self.dist._flats:
-            self.comm.allgather(flat.data)
+            self.comm.allgather(flat.data, call=self.dist.call("parameters"))
 
     def global_norm(self, norm_type: float) -> float:
         """The norm of the reduced gradients from this rank's slices, combined across ranks in float64."""
@@ -135,10 +140,11 @@ class ShardedState:
         for flat in self.dist._flats:
             low, high = flat.storage.span
             partials.append(_partial_norm(flat.grad[low:min(high, flat.numel)], norm_type))
+        call = self.dist.call("clip_grad_norm_")
         if norm_type == float("inf"):
-            return float(self.comm.allreduce_max(np.array([max(partials, default=0.0)]))[0])
+            return float(self.comm.allreduce_max(np.array([max(partials, default=0.0)]), call=call)[0])
         total = np.array([sum(partials)], dtype=np.float64)
-        self.comm.allreduce(total, _comm.Sum)
+        self.comm.allreduce(total, _comm.Sum, call=call)
         return float(total[0]) ** (1.0 / norm_type)
 
     # ------------------------------------------------------------------ state
@@ -167,7 +173,7 @@ class ShardedState:
         for name in sorted(flat.storage.state):
             full = flat.xp.zeros(flat.size, dtype=flat.dtype)
             full[low:high] = flat.storage.state[name]
-            self.comm.allgather(full)
+            self.comm.allgather(full, call=self.dist.call("state_dict"))
             gathered[name] = full
         return gathered
 

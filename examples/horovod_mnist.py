@@ -1,6 +1,6 @@
 """Horovod's PyTorch MNIST example (examples/pytorch/pytorch_mnist.py), ported to lucid + distributed.
 
-    mpiexec -n 2 python -m mpi4py examples/horovod_mnist.py
+    mpiexec -n 2 python examples/horovod_mnist.py
     python examples/horovod_mnist.py                       # the same script in one process
 
 What changed from Horovod's script, and why (everything else is line for line the original):

@@ -7,8 +7,8 @@ the parameters are all-gathered. `distributed.checkpoint.save` writes one shard 
 `consolidate_state_dict()` onto rank 0 first), and `checkpoint.load` reads it back at any world size,
 into a sharded or a plain optimizer.
 
-    mpiexec -n 2 python -m mpi4py examples/zero_checkpoints.py --checkpoint ckpt --epochs 3
-    mpiexec -n 3 python -m mpi4py examples/zero_checkpoints.py --checkpoint ckpt --epochs 6 --resume
+    mpiexec -n 2 python examples/zero_checkpoints.py --checkpoint ckpt --epochs 3
+    mpiexec -n 3 python examples/zero_checkpoints.py --checkpoint ckpt --epochs 6 --resume
     python examples/zero_checkpoints.py --checkpoint ckpt --epochs 8 --resume    # or in one process
 """
 

@@ -15,6 +15,7 @@ from .ops import (abs, amax, amin, argmax, argmin, clip, concatenate, cos, exp, 
                   max, maximum, mean, min, minimum, permute, relu, reshape, sigmoid, sin, sqrt, squeeze, stack,
                   sum, tanh, transpose, unsqueeze, var, where)
 from .random import manual_seed
+from ._threads import get_num_threads, set_num_threads
 from .tensor import Tensor
 from .serialization import load, save
 from . import data, datasets, nn, optim

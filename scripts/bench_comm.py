@@ -7,13 +7,17 @@ of interleaved repetitions, each the slowest rank's time after a barrier.
 
     mpiexec -n 2 python scripts/bench_comm.py          # (a) (b) (c): ranks > 1
     python scripts/bench_comm.py --single              # (d): the wrapper's overhead at world size 1
+    mpiexec -n 2 python scripts/bench_comm.py --before /tmp/main   # (a) and (b) also for main's code
 
 (a) the reduction cost of a step: (distributed step) - (local step), both with forward and backward,
     in units of one raw blocking MPI Allreduce of the same 40 MB; also the time synchronize() waits
     after an overlapped backward, and the reduction with no overlap at all (every bucket after backward);
 (b) one bucket per tensor against bucket caps of 1, 4, 25 and 100 MB;
 (c) PyTorch DDP over gloo (bucket_cap_mb=25) on the same model, when torch imports;
-(d) DistributedOptimizer on SelfComm against the bare optimizer.
+(d) DistributedOptimizer on SelfComm against the bare optimizer;
+(e) with `--before DIR`: the same steps through DIR's `distributed` package (another checkout, say
+    main, imported side by side as `distributed_before` on a communicator of its own), interleaved
+    with this checkout's in the same processes: before / after under the same load.
 
 Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib, bench-results/comm.png.
 """
@@ -21,7 +25,7 @@ Rank 0 prints the table and writes bench-results/comm.json and, with matplotlib,
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +33,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib  # noqa: E402
 
-_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 WIDE = 1000  # the chain alternates WIDE -> numel/WIDE -> WIDE features
 PER_TENSOR_CAP_MB = 1e-3  # smaller than any gradient: one bucket per tensor
 
@@ -46,9 +49,11 @@ def parse_args(argv=None):
                         default=[4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20, 40_000_000, 64 << 20],
                         help="message sizes (bytes) for the raw all-reduce sweep")
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS/torch threads per rank (default: the cores shared out among the ranks)")
+                        help="BLAS/torch threads per rank (default: what distributed.init() shares out)")
     parser.add_argument("--single", action="store_true", help="(d) only: the wrapper's overhead on SelfComm")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch DDP comparison")
+    parser.add_argument("--before", metavar="DIR", default=None,
+                        help="(e): also time DIR's distributed package (another checkout), interleaved")
     parser.add_argument("--json", default=None, help="default bench-results/comm.json (comm-single.json)")
     parser.add_argument("--plot", default="bench-results/comm.png")
     args = parser.parse_args(argv)
@@ -148,11 +153,12 @@ def exposed_sync(model, opt, x):
     return step
 
 
-def distributed_sgd(model, cap_mb: float, overlap: bool = True, comm=None):
-    """SGD wrapped in a DistributedOptimizer; without overlap every bucket is launched by synchronize()."""
+def distributed_sgd(model, cap_mb: float, overlap: bool = True, comm=None, package=None):
+    """SGD wrapped in a DistributedOptimizer (of `package`, default `distributed`); without overlap every
+    bucket is launched by synchronize()."""
     import distributed
     from lucid import optim
-    opt = distributed.DistributedOptimizer(optim.SGD(model.parameters(), lr=1e-6), model.named_parameters(),
+    opt = (package or distributed).DistributedOptimizer(optim.SGD(model.parameters(), lr=1e-6), model.named_parameters(),
                                            bucket_cap_mb=cap_mb, comm=comm)
     if not overlap:
         for handle in opt._hooks:  # benchmark only: no hook, so nothing is reduced during backward
@@ -290,7 +296,29 @@ def measure_lucid(args, timer, comm) -> dict:
         contestants[f"sync {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap), x)
         model = lucid_chain(args.tensors, args.numel)
         contestants[f"nooverlap {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap, overlap=False), x)
+    if args.before:
+        before = load_before(args.before)
+        before_comm = before.MPIComm(comm.Dup())
+        for cap in [PER_TENSOR_CAP_MB] + list(args.caps):
+            model = lucid_chain(args.tensors, args.numel)
+            contestants[f"before step {cap:g}"] = lucid_step(model, distributed_sgd(model, cap, comm=before_comm,
+                                                                                    package=before), x)
+            model = lucid_chain(args.tensors, args.numel)
+            contestants[f"before sync {cap:g}"] = exposed_sync(model, distributed_sgd(model, cap, comm=before_comm,
+                                                                                      package=before), x)
     return timer.run(contestants, args.reps, args.warmup)
+
+
+def load_before(checkout):
+    """`checkout`/distributed imported as the package `distributed_before`, beside this one (same lucid)."""
+    import importlib.util
+    root = Path(checkout).resolve() / "distributed"
+    spec = importlib.util.spec_from_file_location("distributed_before", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["distributed_before"] = package
+    spec.loader.exec_module(package)
+    return package
 
 
 def measure_torch(args, timer) -> dict:
@@ -300,7 +328,7 @@ def measure_torch(args, timer) -> dict:
     return timer.run(ddp_contestants(lucid_chain(args.tensors, args.numel), x), args.reps, args.warmup)
 
 
-def summarize(args, medians: dict) -> dict:
+def summarize(args, medians: dict, samples: dict) -> dict:
     """Costs in ms and in units of the raw all-reduce; the targets of the issue."""
     unit, local = medians["raw allreduce"], medians["local"]
     caps = []
@@ -317,6 +345,17 @@ def summarize(args, medians: dict) -> dict:
     default = next(c for c in caps if c["cap_mb"] == 25)
     out["targets"] = {"overlapped_units<=1.15": default["overlapped_units"] <= 1.15,
                       "overlapped_units<=1.0 (aim)": default["overlapped_units"] <= 1.0}
+    if "before step 25" in medians:
+        for c in caps:
+            key = f"{c['cap_mb']:g}"
+            c["before_step_ms"], c["before_sync_ms"] = medians[f"before step {key}"] * 1e3, \
+                medians[f"before sync {key}"] * 1e3
+            c["step_change_pct"] = (c["step_ms"] / c["before_step_ms"] - 1) * 100
+            # each repetition times both back to back: the median of those ratios shrugs off slow drifts
+            # of the machine's load that the two medians alone carry
+            pairs = zip(samples[f"step {key}"], samples[f"before step {key}"])
+            c["paired_change_pct"] = statistics.median(a / b - 1 for a, b in pairs) * 100
+        out["targets"]["step <= 2% slower than before (25 MB, paired)"] = default["paired_change_pct"] <= 2
     if "torch DDP" in medians:
         out["torch"] = {k: medians[k] * 1e3 for k in ("torch local", "torch DDP", "torch DDP view")}
         ddp = medians["torch DDP"] - medians["torch local"]
@@ -371,6 +410,13 @@ def print_report(report: dict) -> None:
                          [[c["label"], c["step_ms"], c["overlapped_ms"], c["overlapped_units"],
                            c["exposed_sync_ms"], c["exposed_sync_units"], c["no_overlap_ms"], c["no_overlap_units"]]
                           for c in steps["caps"]])
+    if "before_step_ms" in steps["caps"][0]:
+        print(f"\nbefore (--before {cfg.get('before')}) and after, interleaved in the same processes:\n")
+        benchlib.print_table(["buckets", "before step ms", "step ms", "change %", "paired change %",
+                              "before sync-after-bwd ms", "sync-after-bwd ms"],
+                             [[c["label"], c["before_step_ms"], c["step_ms"], c["step_change_pct"],
+                               c["paired_change_pct"], c["before_sync_ms"], c["exposed_sync_ms"]]
+                              for c in steps["caps"]])
     if "torch" in steps:
         t = steps["torch"]
         print(f"\nPyTorch DDP (gloo, bucket_cap_mb=25): local step {t['torch local']:.2f} ms, DDP step "
@@ -459,9 +505,15 @@ def plot(report: dict, path) -> None:
 # ---------------------------------------------------------------------------------------- main
 
 
-def default_threads(args) -> int:
-    ranks = 1 if args.single else next((int(os.environ[v]) for v in _SIZE_VARS if os.environ.get(v, "").isdigit()), 1)
-    return args.threads or max(1, (os.cpu_count() or 1) // ranks)
+def set_threads(args) -> int:
+    """`--threads` if given (before init, so it wins), else what distributed.init() shares out per rank."""
+    import distributed
+    import lucid
+    if args.threads:
+        lucid.set_num_threads(args.threads)
+    if not args.single:
+        distributed.init()
+    return lucid.get_num_threads()
 
 
 def run_distributed(args) -> dict | None:
@@ -474,22 +526,22 @@ def run_distributed(args) -> dict | None:
     comm, timer = world.comm, Timer(world.comm)
     gloo = not args.no_torch and init_gloo(comm)
     report = {"config": {"ranks": world.size, "tensors": args.tensors, "numel": args.numel, "batch": args.batch,
-                         "threads": args.threads, "reps": args.reps, "caps_mb": args.caps, "dtype": "float32"},
+                         "threads": args.threads, "reps": args.reps, "caps_mb": args.caps, "dtype": "float32",
+                         "before": args.before},
               "machine": benchlib.machine()}
     medians = measure_lucid(args, timer, comm)
     report["sizes"] = measure_sizes(timer, comm, args.sizes, args.reps, gloo)
     if gloo:
         medians.update(measure_torch(args, timer))
-    report["steps"] = summarize(args, medians)
+    report["steps"] = summarize(args, medians, timer.samples)
     report["samples_ms"] = {k: [round(t * 1e3, 3) for t in v] for k, v in timer.samples.items()}
     return report if world.rank == 0 else None
 
 
 def main(argv=None):
     args = parse_args(argv)
-    args.threads = default_threads(args)
-    benchlib.pin_threads(args.threads)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    args.threads = set_threads(args)
     try:
         import torch
         torch.set_num_threads(args.threads)

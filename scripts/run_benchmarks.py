@@ -82,7 +82,7 @@ def benchmarks(place: Place | None = None, quick: bool = False) -> list:
     return entries
 
 
-MAIN_JOB = ["mpiexec", "-n", "2", "python", "-m", "mpi4py", "scripts/train.py"]  # README.md's main command
+MAIN_JOB = ["mpiexec", "-n", "2", "python", "scripts/train.py"]  # README.md's main command
 
 
 def time_main_job(quick: bool = False) -> dict:

@@ -15,23 +15,10 @@ world size.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
 
-_LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
-
-
-def _pin_threads() -> None:
-    """Give each rank its share of the cores before NumPy loads BLAS (ranks on one machine compete)."""
-    ranks = next((int(os.environ[v]) for v in _LAUNCHER_SIZE_VARS if os.environ.get(v, "").isdigit()), 1)
-    threads = str(max(1, (os.cpu_count() or 1) // ranks))
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-        os.environ.setdefault(var, threads)
-
-
-_pin_threads()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import numpy as np  # noqa: E402

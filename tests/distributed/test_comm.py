@@ -9,6 +9,7 @@ import pytest
 
 import distributed
 from distributed import comm as comm_module
+from distributed import cuda_aware
 from distributed.comm import SelfComm, detect_cuda_aware
 
 _LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
@@ -73,7 +74,7 @@ def test_module_functions_use_the_self_world(no_launcher):
     a = np.array([1.0, 2.0])
     assert distributed.allreduce(a) is a
     np.testing.assert_array_equal(a, [1.0, 2.0])
-    with pytest.raises(TypeError, match="allreduce takes an array"):
+    with pytest.raises(TypeError, match="allreduce takes a number, an array or a lucid Tensor"):
         distributed.allreduce([1.0, 2.0])
 
 
@@ -149,9 +150,87 @@ class _FakeComm:
 
 def test_cuda_aware_detection_reads_memory_alloc_kinds(monkeypatch):
     monkeypatch.delenv("LUCID_MPI_CUDA_AWARE", raising=False)
-    monkeypatch.setattr(comm_module, "_vendor_query", lambda: None)
+    monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: None)
     assert detect_cuda_aware(_FakeMPI("mpi,system,cuda:device"), _FakeComm()) is True
     assert detect_cuda_aware(_FakeMPI("mpi,system"), _FakeComm()) is False
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is False
-    monkeypatch.setattr(comm_module, "_vendor_query", lambda: True)
+    monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: True)
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is True
+
+
+# ---------------------------------------------------------------------------- launched by another MPI's mpiexec
+
+@pytest.mark.parametrize("variables, named", [({"PMI_SIZE": "2", "PMI_RANK": "0"}, "PMI_SIZE=2"),
+                                              ({"OMPI_COMM_WORLD_SIZE": "3", "OMPI_COMM_WORLD_RANK": "2"},
+                                               "OMPI_COMM_WORLD_SIZE=3, OMPI_COMM_WORLD_RANK=2")])
+def test_a_launcher_that_mpi_does_not_see_is_an_error_naming_both(variables, named):
+    """Each process of such a launch is an MPI singleton: it would train alone, silently."""
+    code = "import distributed\ndistributed.init()\nprint('trained alone')\n"
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=clean_env(**variables),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "trained alone" not in result.stdout, result.stdout + result.stderr
+    assert f"one of several ranks ({named}), but MPI (MPICH" in result.stderr, result.stderr
+    assert "reports a world of 1 rank" in result.stderr
+
+
+def test_a_slurm_batch_script_is_not_a_launch(monkeypatch):
+    """sbatch --ntasks=4 sets SLURM_NTASKS and SLURM_PROCID for the batch script itself; srun adds a step."""
+    from distributed import launcher
+    for var in list(os.environ):
+        if var.startswith(_LAUNCHER_PREFIXES):
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
+    assert not launcher.launched_by_mpi() and launcher.several_ranks_evidence() == []
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert launcher.launched_by_mpi() and launcher.launcher_size() == 4
+    assert launcher.several_ranks_evidence() == ["SLURM_STEP_NUM_TASKS=4", "SLURM_PROCID=3"]
+    launcher.check_world(4, "MPICH")  # MPI sees them all: fine
+    with pytest.raises(RuntimeError, match="one of several ranks .* but MPI \\(MPICH\\) reports a world of 1"):
+        launcher.check_world(1, "MPICH")
+
+
+# ---------------------------------------------------------------------------- the runtime pieces on one process
+
+@pytest.mark.parametrize("timeout, abort, expected", [(None, None, (60.0, None)), ("5", None, (5.0, None)),
+                                                      ("0", "2.5", (0.0, 2.5)), (" 1 ", "0", (1.0, None))])
+def test_stall_settings(monkeypatch, timeout, abort, expected):
+    from distributed import stall
+    for name, value in (("LUCID_STALL_TIMEOUT", timeout), ("LUCID_STALL_ABORT", abort)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert stall.settings() == expected
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_stall_settings_reject(monkeypatch, value):
+    from distributed import stall
+    monkeypatch.setenv("LUCID_STALL_ABORT", value)
+    with pytest.raises(ValueError, match="LUCID_STALL_ABORT must be a number of seconds >= 0"):
+        stall.settings()
+
+
+def test_the_exception_hook_marks_every_line_with_the_rank_and_aborts(monkeypatch, capsys):
+    from distributed import excepthook
+
+    class World:
+        rank, size, aborted = 3, 4, []
+
+        def abort(self, code):
+            self.aborted.append(code)
+    monkeypatch.setattr(sys, "excepthook", sys.__excepthook__)
+    world = World()
+    excepthook.install(world)
+    excepthook.install(world)  # once is enough
+    try:
+        raise KeyError("missing")
+    except KeyError:
+        sys.excepthook(*sys.exc_info())
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "[rank 3] uncaught KeyError on rank 3 of 4: aborting the MPI job"
+    assert err[-1] == "[rank 3] KeyError: 'missing'" and all(line.startswith("[rank 3] ") for line in err)
+    assert world.aborted == [1]

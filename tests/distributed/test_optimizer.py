@@ -58,7 +58,7 @@ class MirrorComm(Communicator):
         self.size = size
         self.launched = []  # the buffers reductions were started on, in order
 
-    def iallreduce(self, buf, op=distributed.Sum):
+    def iallreduce(self, buf, op=distributed.Sum, **options):
         self.launched.append(buf)
 
         def finish():
@@ -66,16 +66,16 @@ class MirrorComm(Communicator):
                 np.multiply(buf, buf.dtype.type(self.size), out=buf)
         return Request(None, finish)
 
-    def allgather_object(self, obj):
+    def allgather_object(self, obj, **options):
         return [obj] * self.size
 
-    def allreduce_max(self, values):
+    def allreduce_max(self, values, **options):
         return np.array(values, copy=True)
 
-    def broadcast_object(self, obj, root=0):
+    def broadcast_object(self, obj, root=0, **options):
         return obj
 
-    def barrier(self):
+    def barrier(self, **options):
         pass
 
 

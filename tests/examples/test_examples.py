@@ -17,8 +17,6 @@ def launching(request):
     skip_if_under_mpi(request.config)
 
 
-@pytest.mark.xfail(strict=True, reason="needs issue 12: DistributedOptimizer(gradient_predivide_factor=) and "
-                                       "distributed.allreduce(value, name=) returning the average")
 @pytest.mark.timeout(300)
 def test_horovod_mnist_port_reaches_95_percent_at_2_ranks(launching, tmp_path):
     out = mpirun(2, EXAMPLES / "horovod_mnist.py", cwd=tmp_path)
