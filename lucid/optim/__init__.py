@@ -1,7 +1,7 @@
 """lucid.optim: the Optimizer base class, PyTorch's optimizers and lr schedulers, and the fused step."""
 
 from . import lr_scheduler
-from ._kernels import set_kernel_threads
+from ._backend_numba import set_kernel_threads
 from .adadelta import Adadelta
 from .adagrad import Adagrad
 from .adam import Adam, AdamW
