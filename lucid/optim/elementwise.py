@@ -27,17 +27,18 @@ Then one line in `lucid/optim/__init__.py` exports it. A missing or extra coeffi
 `TypeError` when the optimizer is built. Everything else (parameter groups, flat buffers, `fused=None`
 / `fused=False`, state dicts in PyTorch's layout, hooks, sharding, GPUs) comes from `Optimizer`.
 
-Worked example: SGD with heavy-ball momentum and a bias-corrected step (the momentum starts at 0)::
+Worked example: heavy-ball momentum with a bias-corrected step (the momentum buffer starts at 0, so
+it is divided by the sum of the decay weights so far)::
 
     >>> import numpy as np
     >>> from lucid import nn
     >>> from lucid.optim import Optimizer
-    >>> from lucid.optim.elementwise import ElementwiseRule, where
+    >>> from lucid.optim.elementwise import ElementwiseRule
     >>> def corrected_momentum_rule(param, grad, buf, lr, momentum, correction, *, maximize):
     ...     if maximize:
     ...         grad = -grad
     ...     buf = buf * momentum + grad
-    ...     param = param - lr * where(correction > 0, buf / correction, buf)
+    ...     param = param - lr * (buf / correction)
     ...     return param, buf
     >>> class CorrectedMomentum(Optimizer):
     ...     rule = ElementwiseRule(corrected_momentum_rule, state=("buf",))
@@ -56,12 +57,12 @@ Worked example: SGD with heavy-ball momentum and a bias-corrected step (the mome
     ...         correction = sum(group["momentum"] ** k for k in range(step))
     ...         return {"lr": group["lr"], "momentum": group["momentum"], "correction": correction}, {"step": step}
     >>> w = nn.Parameter(np.array([1.0, -2.0]))
-    >>> opt = CorrectedMomentum([w], lr=0.5)
+    >>> opt = CorrectedMomentum([w], lr=0.1)
     >>> for _ in range(2):
     ...     w.grad = 2 * w.data                 # the gradient of sum(w ** 2)
     ...     opt.step()
     >>> [round(float(x), 6) for x in w.data]
-    [-0.052632, 0.105263]
+    [0.621053, -1.242105]
     >>> opt.state_dict()["state"][0]["step"]
     array(2., dtype=float32)
 
