@@ -172,6 +172,10 @@ class Optimizer:
         if any(id(p) in seen for p in params):
             raise ValueError("some parameters appear in more than one parameter group")
         if self.rule is not None:
+            complex_params = [[len(self.param_groups), i] for i, p in enumerate(params) if p.dtype.kind == "c"]
+            if complex_params:  # the rules are real arithmetic: complex numbers would give wrong updates
+                raise ValueError(f"Complex params at indices {complex_params}: {type(self).__name__} does not "
+                                 "support complex parameters")
             _fused.check_protocol(self, group)
         self.param_groups.append(group)
         self._flat.append(self._build_flat(group) if self.rule is not None else None)

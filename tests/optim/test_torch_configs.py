@@ -225,3 +225,53 @@ def test_pytorch_configuration(name, k, fused, dtype, default, defaults, request
     assert_params_close(pair.lp, pair.tp, tol, "lucid, straight through")
     assert_params_close(resumed.lp, pair.tp, tol, "lucid resumed from torch's state dict")
     assert_params_close(resumed.tp, pair.tp, tol, "torch resumed from lucid's state dict")
+
+
+# ---------------------------------------------------------------------------- PyTorch's error cases
+
+# lucid leaves these out by design, so PyTorch's error for them has nothing to match
+NOT_OFFERED = {"foreach": "lucid offers no foreach implementation (its fused step is the fast path)",
+               "sparse": "lucid has no sparse tensors"}
+
+
+def error_runs():
+    return [pytest.param(name, k, id=f"{name}-{k}-{desc}") for name, k, desc in torch_oracle.error_table(ORACLE)]
+
+
+def not_offered(params, kwargs, torch):
+    if "foreach" in kwargs:
+        return NOT_OFFERED["foreach"]
+    pending = [params]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, torch.Tensor) and item.is_sparse:
+            return NOT_OFFERED["sparse"]
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return None
+
+
+@pytest.mark.parametrize("name, k", error_runs())
+def test_pytorch_error_case(name, k):
+    torch, common = ORACLE
+    err = torch_oracle.infos(common)[name].optim_error_inputs_func(device="cpu", dtype=torch.float32)[k]
+    inp = err.optimizer_error_input
+    reason = not_offered(inp.params, inp.kwargs, torch)
+    if reason:
+        pytest.skip(f"not applicable: {reason}")
+    memo = {}
+    params, kwargs = to_lucid(inp.params, torch, memo), to_lucid(dict(inp.kwargs), torch, memo)
+    cls = getattr(optim, name)
+    if err.error_on == common.OptimizerErrorEnum.CONSTRUCTION_ERROR:
+        if issubclass(err.error_type, Warning):
+            with pytest.warns(err.error_type, match=err.error_regex):
+                cls(params, **kwargs)
+        else:
+            with pytest.raises(err.error_type, match=err.error_regex):
+                cls(params, **kwargs)
+    else:
+        opt = cls(params, **kwargs)
+        with pytest.raises(err.error_type, match=err.error_regex):
+            opt.step()
