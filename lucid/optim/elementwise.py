@@ -157,6 +157,8 @@ class ElementwiseRule:
 
     def check(self, coefficients, flags=None) -> None:
         """Raise TypeError unless `coefficients` (and `flags`) name exactly the rule's own."""
+        if not isinstance(coefficients, dict):
+            raise TypeError(f"{self.name}: coefficients must be a dict by name, not {type(coefficients).__name__}")
         _check_names(self.name, "coefficients", self.coefficients, coefficients)
         if flags is not None:
             _check_names(self.name, "flags", self.flags, flags)
@@ -170,9 +172,8 @@ class ElementwiseRule:
             coefficients: coefficient name -> number (a Python or NumPy scalar), every coefficient.
             flags: flag name -> bool, every flag.
         """
-        if not isinstance(coefficients, dict):
-            raise TypeError(f"{self.name}: coefficients must be a dict by name, not {type(coefficients).__name__}")
-        if len(coefficients) != len(self.coefficients) or len(flags) != len(self.flags):
+        if (not isinstance(coefficients, dict) or len(coefficients) != len(self.coefficients)
+                or len(flags) != len(self.flags)):
             self.check(coefficients, flags)
         unknown = [name for name in state if name not in self.state]
         if unknown:

@@ -64,11 +64,10 @@ def get_ema_multi_avg_fn(decay=0.999):
 def get_swa_multi_avg_fn():
     """An in-place running mean over lists: avg <- lerp(avg, current, 1 / (n + 1))."""
     def swa_update(averaged_param_list, current_param_list, num_averaged) -> None:
-        if _is_floating(averaged_param_list[0]):
-            _lerp_(averaged_param_list, current_param_list, _count_weight(num_averaged))
-        else:
-            for averaged, current in zip(averaged_param_list, current_param_list, strict=True):
-                averaged[...] = averaged + (current - averaged) / (int(num_averaged) + 1)
+        if not _is_floating(averaged_param_list[0]):  # torch's in-place division refuses integers too
+            raise RuntimeError("Integer division of an averaged integer tensor is not supported: average "
+                               "integer buffers with avg_fn, or keep them out with use_buffers=False")
+        _lerp_(averaged_param_list, current_param_list, _count_weight(num_averaged))
     return swa_update
 
 
