@@ -48,7 +48,7 @@ class DistributedOptimizer:
                  backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
                  comm=None):
         _check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
-        if shard_state and optimizer.rule is None:
+        if shard_state and not optimizer.elementwise:
             raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
                              f"{type(optimizer).__name__} is not elementwise (it has no rule)")
         self.optimizer = optimizer
@@ -105,8 +105,8 @@ class DistributedOptimizer:
 
     def _group_flats(self, index: int) -> list:
         """The flat buffers of group `index`: the optimizer's own, or ours for a plain optimizer."""
-        if self.optimizer.rule is not None:
-            return self.optimizer._flat_buffers(index, pad_to=self._pad_to())
+        if self.optimizer.elementwise:
+            return self.optimizer.flat_buffers(index, pad_to=self._pad_to())
         flats = self._own_flats.get(index)
         if flats is None or not all(f.is_intact() for f in flats):
             kinds = {}

@@ -3,8 +3,8 @@
 Each parameter with a gradient gets its coefficients for this step from the optimizer's
 `step_coefficients(group, state)`; consecutive parameters whose computed coefficients are equal form
 a run, and the rule runs once per run over that range of the flat buffer (once per parameter with
-`fused=False`). Parameters whose non-array state is equal get the same coefficients by the protocol
-(`lucid.optim.elementwise`), so each distinct state is computed once, not once per parameter.
+`fused=False`). Parameters alike in what coefficients may depend on by the protocol
+(`lucid.optim.elementwise`: scalar state and which state exists) share one computation.
 
 State lives in the buffer's storage (`_flat.FullStorage`, or a shard of it when the state is sharded):
 per-element state as views into flat arrays, scalar state (told apart by its name) as numbers.
@@ -36,40 +36,49 @@ def check_protocol(optimizer, group) -> None:
                         f"{name}.scalar_state {optimizer.scalar_state}")
 
 
-def _state_key(state):
-    """What coefficients may depend on: the non-array state, and which array state exists (None: unhashable)."""
-    if not state:
-        return ()
-    key = tuple((name, None if _is_array(value) else value) for name, value in sorted(state.items()))
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+_NO_STATE = object()  # the key of parameters that have no state yet
 
 
-def plan_runs(optimizer, group, flat, present) -> list:
-    """[first, last, coefficients, [scalars after, per parameter]] for each run of parameters that step together."""
+def plan_runs(optimizer, group, flat, present, init_names) -> tuple:
+    """The runs of parameters that step together, and which parameters need state created.
+
+    Returns ([[first, last, coefficients, [scalars after, per parameter]], ...], [index, ...]). By the
+    protocol, coefficients depend only on the group, the scalar state (`scalar_state`) and which
+    per-element state exists: parameters alike in those share one computation.
+    """
     per_parameter = group.get("fused") is False
-    computed, runs = {}, []
+    scalar_names, states, params = optimizer.scalar_state, optimizer.state, flat.params
+    computed, runs, fresh = {}, [], []
+    last = None
     for i, has_grad in enumerate(present):
         if not has_grad:
             continue
-        state = optimizer.state.get(flat.params[i]) or {}
-        key = _state_key(state)
-        result = computed.get(key) if key is not None else None
+        state = states.get(params[i])
+        if state:
+            exists = tuple(map(state.__contains__, init_names))
+            if not all(exists):
+                fresh.append(i)
+            key = (*map(state.get, scalar_names), exists)
+        else:
+            state, key = {}, _NO_STATE
+            fresh.append(i)
+        try:
+            result = computed.get(key)
+        except TypeError:  # an unhashable scalar: compute it every time
+            key, result = None, None
         if result is None:
             result = optimizer.step_coefficients(group, state)
             if key is not None:
                 computed[key] = result
         coefficients, scalars = result
-        if runs and not per_parameter and runs[-1][1] == i and (
-                runs[-1][2] is coefficients or runs[-1][2] == coefficients):
-            runs[-1][1] = i + 1
-            runs[-1][3].append(scalars)
+        if last is not None and not per_parameter and last[1] == i and (
+                last[2] is coefficients or last[2] == coefficients):
+            last[1] = i + 1
+            last[3].append(scalars)
         else:
-            runs.append([i, i + 1, coefficients, [scalars]])
-    return runs
+            last = [i, i + 1, coefficients, [scalars]]
+            runs.append(last)
+    return runs, fresh
 
 
 def step_flat(optimizer, group, flat) -> None:
@@ -79,23 +88,24 @@ def step_flat(optimizer, group, flat) -> None:
     slice when the state is sharded (the storage decides; see `_flat.FullStorage`).
     """
     present = flat.gather_grads()
-    runs = plan_runs(optimizer, group, flat, present)  # before state creation: first steps see no state
+    init = optimizer.state_init(group)
+    runs, fresh = plan_runs(optimizer, group, flat, present, tuple(init))  # before state creation
     if not runs:
         return
-    init = optimizer.state_init(group)
-    for i, has_grad in enumerate(present):
-        if has_grad:
-            init_param_state(optimizer, flat, i, group, init)
+    for i in fresh:
+        init_param_state(optimizer, flat, i, group, init)
     flags = optimizer.rule_flags(group)
     active = tuple(init)
     low, high = flat.storage.span
+    states = optimizer.state
     for first, last, coefficients, scalars in runs:
         start, stop = max(flat.offsets[first], low), min(flat.span(last - 1)[1], high)
         if start < stop:
             optimizer.rule.apply(flat.data[start:stop], flat.grad[start:stop],
                                  flat.storage.arrays(active, start, stop), coefficients, flags)
-        for p, after in zip(flat.params[first:last], scalars):
-            optimizer.state[p].update(after)
+        if any(scalars):
+            for p, after in zip(flat.params[first:last], scalars):
+                states[p].update(after)
 
 
 def init_param_state(optimizer, flat, i, group, init: dict) -> None:
