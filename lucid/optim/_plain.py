@@ -5,7 +5,7 @@ They take NumPy or CuPy arrays and use the array's own module, so the same step 
 
 from __future__ import annotations
 
-from .. import _backend
+from .. import _backend, autograd
 from ._vocabulary import NUMPY
 
 _lerp = NUMPY["lerp"]
@@ -21,6 +21,24 @@ def lerp(start, end, weight):
     """torch.lerp(start, end, weight) as a new array."""
     w = start.dtype.type(weight)
     return _lerp(start, end, w, start.dtype.type(1) - w)
+
+
+def closure_loss(closure):
+    """The loss `closure` returns, evaluated with gradients enabled (None without a closure)."""
+    if closure is None:
+        return None
+    with autograd.enable_grad():
+        return closure()
+
+
+def with_gradients(group: dict, optimizer: str):
+    """The group's parameters that have a gradient, in order (the others are skipped, as in torch)."""
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        if p.dtype.kind == "c":
+            raise RuntimeError(f"{optimizer} does not support complex parameters")
+        yield p
 
 
 def norm(array, axis=None, keepdims: bool = False):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _backend, autograd
+from .. import _backend
 from ._hyper import check_one_element, value
-from ._plain import lerp_, norm
+from ._plain import closure_loss, lerp_, norm, with_gradients
 from .optimizer import Optimizer, scalar_dtype
 
 
@@ -64,17 +64,10 @@ class Adafactor(Optimizer):
 
     def step(self, closure=None):
         """One Adafactor step over the parameters that have a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with autograd.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             eps1, eps2 = group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.dtype.kind == "c":
-                    raise RuntimeError("Adafactor does not support complex parameters")
+            for p in with_gradients(group, "Adafactor"):
                 state = self.state[p]
                 if not state:
                     self._init_state(p, state)

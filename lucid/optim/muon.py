@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from .. import _backend, autograd
+from .. import _backend
 from ._hyper import check_one_element, value
-from ._plain import lerp, lerp_, norm
+from ._plain import closure_loss, lerp, lerp_, norm, with_gradients
 from .optimizer import Optimizer
 
 EPS = 1e-7
@@ -96,17 +96,10 @@ class Muon(Optimizer):
 
     def step(self, closure=None):
         """One Muon step over the parameters that have a gradient; returns the closure's loss."""
-        loss = None
-        if closure is not None:
-            with autograd.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, momentum = value(group["lr"]), group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if p.dtype.kind == "c":
-                    raise RuntimeError("Muon does not support complex parameters")
+            for p in with_gradients(group, "Muon"):
                 grad = p.grad
                 if grad.ndim != 2:
                     raise ValueError("Param gradient must be a 2D matrix")

@@ -359,3 +359,11 @@ def test_permuting_the_state_order_changes_nothing(row, backend):
         assert set(sd_a["state"][pid]) == set(sd_b["state"][pid])
         for key, value in sd_a["state"][pid].items():
             np.testing.assert_array_equal(value, sd_b["state"][pid][key], err_msg=f"{pid} {key}")
+
+
+def test_the_documented_protocol_example_runs():
+    import doctest
+
+    import lucid.optim.elementwise as module
+    failed, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 5 and failed == 0

@@ -32,7 +32,7 @@ LBFGS_FLOAT32 = dict(rtol=2e-3, atol=2e-4)
 
 def runs():
     rows = []
-    for name, k, desc in torch_oracle.config_table(ORACLE):
+    for name, k, desc in torch_oracle.table(ORACLE, "configs"):
         for fused in ((None,) if name in PLAIN else (None, False)):
             for param_dtype in (np.float32, np.float64):
                 for default in (np.float32, np.float64):
@@ -77,8 +77,7 @@ def muon_in_param_dtype(monkeypatch):
 def config(name, k):
     """(torch kwargs, lucid kwargs) of input k, built under the current default dtype."""
     torch, common = ORACLE
-    info = torch_oracle.infos(common)[name]
-    inp = info.optim_inputs_func(device="cpu", dtype=torch.get_default_dtype())[k]
+    inp = torch_oracle.inputs(torch_oracle.infos(common)[name], "configs", torch)[k]
     return dict(inp.kwargs), to_lucid(dict(inp.kwargs), torch, {})
 
 
@@ -235,7 +234,7 @@ NOT_OFFERED = {"foreach": "lucid offers no foreach implementation (its fused ste
 
 
 def error_runs():
-    return [pytest.param(name, k, id=f"{name}-{k}-{desc}") for name, k, desc in torch_oracle.error_table(ORACLE)]
+    return [pytest.param(name, k, id=f"{name}-{k}-{desc}") for name, k, desc in torch_oracle.table(ORACLE, "errors")]
 
 
 def not_offered(params, kwargs, torch):
@@ -256,7 +255,7 @@ def not_offered(params, kwargs, torch):
 @pytest.mark.parametrize("name, k", error_runs())
 def test_pytorch_error_case(name, k):
     torch, common = ORACLE
-    err = torch_oracle.infos(common)[name].optim_error_inputs_func(device="cpu", dtype=torch.float32)[k]
+    err = torch_oracle.inputs(torch_oracle.infos(common)[name], "errors", torch)[k]
     inp = err.optimizer_error_input
     reason = not_offered(inp.params, inp.kwargs, torch)
     if reason:

@@ -77,21 +77,14 @@ def last_lrs(schedulers):
 # ---------------------------------------------------------------------- how each row is driven (torch's helpers)
 
 def drive_test(L, opt, schedulers, epochs, row):
+    """Record, then step (torch's `_test` steps only the schedulers; `_test_cycle_lr` the optimizer too)."""
     trace = []
     for _ in range(epochs):
         trace.append(record(L, opt, row.get("use_beta1", False)))
+        if row.get("optimizer_steps"):
+            opt.step()
         for s in schedulers:
             s.step()
-    return trace
-
-
-def drive_with_epoch(L, opt, schedulers, epochs, row):
-    trace = []
-    for epoch in range(epochs):
-        opt.step()
-        for s in schedulers:
-            s.step(epoch)
-        trace.append(record(L, opt))
     return trace
 
 
@@ -106,6 +99,7 @@ def drive_last_lr(L, opt, schedulers, epochs, row):
 
 
 def drive_closed_form(L, opt, schedulers, epochs, row):
+    """Step the optimizer, then the schedulers (with the epoch for `closed`, torch's `_test_with_epoch`)."""
     trace = []
     for epoch in range(epochs):
         opt.step()
@@ -136,16 +130,6 @@ def drive_plateau(L, opt, schedulers, epochs, row):
         for s in schedulers:
             s.step(row["metrics"][epoch]) if isinstance(s, L.lr.ReduceLROnPlateau) else s.step()
         trace.append(record(L, opt))
-    return trace
-
-
-def drive_cycle(L, opt, schedulers, epochs, row):
-    trace = []
-    for _ in range(epochs):
-        trace.append(record(L, opt, row.get("use_beta1", False)))
-        opt.step()
-        for s in schedulers:
-            s.step()
     return trace
 
 
@@ -193,9 +177,15 @@ def _equal(a, b):
         return a == b
 
 
-DRIVERS = {"test": drive_test, "with_epoch": drive_with_epoch, "last_lr": drive_last_lr,
-           "closed_form": drive_closed_form, "constant_epoch": drive_constant_epoch, "plateau": drive_plateau,
-           "cycle": drive_cycle, "epochs": drive_epochs, "swa": drive_swa, "state_dict": drive_state_dict}
+def _with(driver, **options):
+    """`driver` with options added to the row's."""
+    return lambda L, opt, schedulers, epochs, row: driver(L, opt, schedulers, epochs, {**row, **options})
+
+
+DRIVERS = {"test": drive_test, "cycle": _with(drive_test, optimizer_steps=True), "last_lr": drive_last_lr,
+           "closed_form": drive_closed_form, "with_epoch": _with(drive_closed_form, closed=True),
+           "constant_epoch": drive_constant_epoch, "plateau": drive_plateau, "epochs": drive_epochs,
+           "swa": drive_swa, "state_dict": drive_state_dict}
 
 
 # ---------------------------------------------------------------------- the rows: test_lrscheduler.py's configurations

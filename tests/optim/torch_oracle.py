@@ -30,27 +30,21 @@ def infos(common):
     return {info.optim_cls.__name__: info for info in common.optim_db}
 
 
-def config_table(oracle):
-    """[(optimizer name, index, description)] of every optimizer input, as PyTorch lists them on the CPU."""
+def inputs(info, kind: str, torch):
+    """An OptimizerInfo's inputs on the CPU: "configs" (OptimizerInput) or "errors" (ErrorOptimizerInput)."""
+    function = info.optim_inputs_func if kind == "configs" else info.optim_error_inputs_func
+    return function(device="cpu", dtype=torch.get_default_dtype())
+
+
+def table(oracle, kind: str):
+    """[(optimizer name, index, description)] of every input of `kind`, as PyTorch lists them."""
     if oracle is None:
         return []
     torch, common = oracle
     rows = []
     for name, info in infos(common).items():
-        for k, inp in enumerate(info.optim_inputs_func(device="cpu", dtype=torch.float32)):
-            rows.append((name, k, inp.desc))
-    return rows
-
-
-def error_table(oracle):
-    """[(optimizer name, index, description)] of every error input on the CPU."""
-    if oracle is None:
-        return []
-    torch, common = oracle
-    rows = []
-    for name, info in infos(common).items():
-        for k, err in enumerate(info.optim_error_inputs_func(device="cpu", dtype=torch.float32)):
-            rows.append((name, k, err.optimizer_error_input.desc))
+        for k, inp in enumerate(inputs(info, kind, torch)):
+            rows.append((name, k, inp.desc if kind == "configs" else inp.optimizer_error_input.desc))
     return rows
 
 
@@ -76,30 +70,26 @@ def to_lucid(value, torch, memo):
     return value
 
 
+def _map_leaves(value, leaf):
+    """`value` with `leaf(x)` in place of each x that `leaf` converts (returns not None), containers rebuilt."""
+    converted = leaf(value)
+    if converted is not None:
+        return converted
+    if isinstance(value, dict):
+        return {k: _map_leaves(x, leaf) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map_leaves(x, leaf) for x in value)
+    return copy.deepcopy(value)
+
+
 def state_dict_to_lucid(sd, torch):
     """A torch optimizer state dict with every tensor as a NumPy array (what lucid.load would give)."""
-    def convert(v):
-        if isinstance(v, torch.Tensor):
-            return v.detach().numpy().copy()
-        if isinstance(v, dict):
-            return {k: convert(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return type(v)(convert(x) for x in v)
-        return copy.deepcopy(v)
-    return convert(sd)
+    return _map_leaves(sd, lambda v: v.detach().numpy().copy() if isinstance(v, torch.Tensor) else None)
 
 
 def state_dict_to_torch(sd, torch):
     """A lucid optimizer state dict with every array as a torch tensor."""
-    def convert(v):
-        if isinstance(v, np.ndarray):
-            return torch.from_numpy(v.copy())
-        if isinstance(v, dict):
-            return {k: convert(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return type(v)(convert(x) for x in v)
-        return copy.deepcopy(v)
-    return convert(sd)
+    return _map_leaves(sd, lambda v: torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else None)
 
 
 def as_number(v):
