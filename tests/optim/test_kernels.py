@@ -112,22 +112,62 @@ def flag_settings(rule):
     return settings
 
 
-def host_against_numpy(rule, cases, tmp_path, n=64, seed=0):
-    """Run each (flags, state order, coefficients) case through the host-compiled CUDA kernel and the
-    NumPy backend from the same inputs; return the pairs of results to compare."""
-    sources = [cuda_kernel_source(rule, np.float64, flags, order) for flags, order, _ in cases]
-    library = compile_functions([kernel_function(f"k{i}", src, {"lucid_grad"}) for i, src in enumerate(sources)],
-                                tmp_path)
+RULES = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.Adamax, optim.NAdam, optim.RAdam,
+                                       optim.RMSprop, optim.Adagrad, optim.Adadelta, optim.ASGD,
+                                       optim.Rprop, optim.SparseAdam)}
+
+
+def rule_cases(name):
+    """Every flag setting of a rule, all its state stored, with coefficients in (0.05, 0.95)."""
+    rule = RULES[name].rule
+    rng = np.random.default_rng(1)
+    return rule, [(flags, rule.state, dict(zip(rule.coefficients, rng.uniform(0.05, 0.95, len(rule.coefficients)))))
+                  for flags in flag_settings(rule)]
+
+
+def config_cases(row):
+    """A configuration's real flags, state (in the optimizer's order, and reversed) and first coefficients."""
+    name, kwargs = row
+    opt = getattr(optim, name)([nn.Parameter(np.ones(3))], **kwargs)
+    group = opt.param_groups[0]
+    order = tuple(opt.state_init(group))
+    coefficients, _ = opt.step_coefficients(group, {})
+    flags = opt.rule_flags(group)
+    return opt.rule, [(flags, order, coefficients), (flags, order[::-1], coefficients)]
+
+
+CASES = {**{("rule", name): rule_cases(name) for name in sorted(RULES)},
+         **{("config", config_id(row)): config_cases(row) for row in CONFIGS}}
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """Every case's kernel source, compiled on the host in one library: {(case, k): (function, source)}."""
+    functions, sources = [], {}
+    for key, (rule, cases) in CASES.items():
+        for k, (flags, order, _) in enumerate(cases):
+            source = cuda_kernel_source(rule, np.float64, flags, order)
+            sources[key, k] = (f"k{len(functions)}", source)
+            functions.append(kernel_function(f"k{len(functions)}", source, {"lucid_grad"}))
+    library = compile_functions(functions, tmp_path_factory.mktemp("host_cuda"))
+    return {key: (getattr(library, name), source) for key, (name, source) in sources.items()}
+
+
+def host_against_numpy(key, host_kernels, n=64, seed=0):
+    """Run each case of CASES[key] through its host-compiled CUDA kernel (arguments bound as the CuPy
+    backend binds them) and through the NumPy backend, from the same inputs; return the results."""
+    rule, cases = CASES[key]
     results = []
-    for i, ((flags, order, coefficients), source) in enumerate(zip(cases, sources)):
+    for k, (flags, order, coefficients) in enumerate(cases):
+        function, source = host_kernels[key, k]
         rng = np.random.default_rng(seed)  # every case starts from the same numbers
         grad = rng.standard_normal(n) * (rng.random(n) > 0.2)
         start = {"param": rng.standard_normal(n), **{s: rng.uniform(0.1, 1.0, n) for s in sorted(order)}}
-        host = {k: v.copy() for k, v in start.items()}
+        host = {name: v.copy() for name, v in start.items()}
         values = tuple(float(coefficients[c]) for c in rule.coefficients)
         state = {name: host[name] for name in order}  # the optimizer's order, bound by name
-        call(getattr(library, f"k{i}"), n, _backend_cupy.kernel_arguments(source, host["param"], grad, state, values))
-        plain = {k: v.copy() for k, v in start.items()}
+        call(function, n, _backend_cupy.kernel_arguments(source, host["param"], grad, state, values))
+        plain = {name: v.copy() for name, v in start.items()}
         previous = use_cpu_backend(CpuBackend.NUMPY)
         try:
             rule.apply(plain["param"], grad, {name: plain[name] for name in order}, coefficients, flags)
@@ -137,38 +177,23 @@ def host_against_numpy(rule, cases, tmp_path, n=64, seed=0):
     return results
 
 
-RULES = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.Adamax, optim.NAdam, optim.RAdam,
-                                       optim.RMSprop, optim.Adagrad, optim.Adadelta, optim.ASGD,
-                                       optim.Rprop, optim.SparseAdam)}
+def assert_host_equals_numpy(results, what):
+    for case, host, plain in results:
+        for key in plain:
+            np.testing.assert_array_equal(host[key], plain[key], err_msg=f"{what} {case} {key}")
 
 
 @needs_gxx
 @pytest.mark.parametrize("name", sorted(RULES))
-def test_cuda_translation_computes_what_numpy_computes(name, tmp_path):
-    rule = RULES[name].rule
-    rng = np.random.default_rng(1)
-    cases = [(flags, rule.state, dict(zip(rule.coefficients, rng.uniform(0.05, 0.95, len(rule.coefficients)))))
-             for flags in flag_settings(rule)]
-    for what, host, plain in host_against_numpy(rule, cases, tmp_path):
-        for key in plain:
-            np.testing.assert_array_equal(host[key], plain[key], err_msg=f"{name} {what} {key}")
+def test_cuda_translation_computes_what_numpy_computes(name, host_kernels):
+    assert_host_equals_numpy(host_against_numpy(("rule", name), host_kernels), name)
 
 
 @needs_gxx
 @pytest.mark.parametrize("row", CONFIGS, ids=[config_id(c) for c in CONFIGS])
-def test_gpu_kernels_bind_state_by_name_in_any_order(row, tmp_path):
-    """Each configuration's real flags, state (in the optimizer's order and reversed) and coefficients."""
-    name, kwargs = row
-    opt = getattr(optim, name)([nn.Parameter(np.ones(3))], **kwargs)
-    group = opt.param_groups[0]
-    order = tuple(opt.state_init(group))
-    coefficients, _ = opt.step_coefficients(group, {})
-    flags = opt.rule_flags(group)
-    cases = [(flags, order, coefficients), (flags, order[::-1], coefficients)]
-    results = host_against_numpy(opt.rule, cases, tmp_path)
-    for what, host, plain in results:
-        for key in plain:
-            np.testing.assert_array_equal(host[key], plain[key], err_msg=f"{name} {what} {key}")
+def test_gpu_kernels_bind_state_by_name_in_any_order(row, host_kernels):
+    results = host_against_numpy(("config", config_id(row)), host_kernels)
+    assert_host_equals_numpy(results, row[0])
     for key in results[0][2]:  # the order changes nothing
         np.testing.assert_array_equal(results[0][2][key], results[1][2][key])
 
