@@ -10,7 +10,8 @@ measured: the first step's compile time in a fresh process (empty and warm kerne
 memory a step allocates beyond parameters, gradients and state.
 
 `--before PATH` adds another checkout's lucid (PATH/lucid, loaded under another name) to the same
-interleaved run, for before/after comparisons of a change.
+interleaved run, for before/after comparisons of a change (with `--no-torch`: PyTorch's OpenMP threads
+keep spinning after its step and slow the contestant that follows it).
 
     python scripts/bench_optim.py [--reps 7] [--numel 100000] [--tensors 100] [--threads 2] [--before PATH]
 """
@@ -62,6 +63,9 @@ def parse_args(argv=None):
                         help="fraction of SparseAdam's embedding rows with a nonzero gradient")
     parser.add_argument("--only", nargs="*", help="optimizer names to run (default: all)")
     parser.add_argument("--before", help="a checkout whose lucid joins the run as 'before'")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave PyTorch out (its OpenMP threads spin on after each of its steps and slow "
+                             "whichever contestant runs next: use this for before/after comparisons)")
     parser.add_argument("--skip-compile", action="store_true", help="skip the fresh-process compile timing")
     parser.add_argument("--json", default="bench-results/optim.json")
     parser.add_argument("--plot", default="bench-results/optim.png")
@@ -274,6 +278,8 @@ def run(args):
         import torch
         torch.set_num_threads(args.threads)
     except ImportError:
+        torch = None
+    if args.no_torch:
         torch = None
     before = load_lucid(args.before) if args.before else None
     rows = []

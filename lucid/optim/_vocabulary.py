@@ -10,7 +10,9 @@ infinities, subnormals and huge values and requires the same bits.
 The definitions follow PyTorch's CPU kernels where the choice is visible: `sign(NaN) == 0` and
 `sign(-0.0) == +0.0`; `maximum`/`minimum` propagate NaN from either side and otherwise keep the first
 argument unless the second is strictly greater (smaller), so `maximum(-0.0, 0.0) == -0.0` as in
-`torch.maximum`; `lerp` picks one of its two formulas by |weight| as `torch.lerp` does, which makes it
+`torch.maximum` (numba's `np.maximum`/`np.minimum` on scalars are exactly that, and compile to the
+hardware's max/min; NumPy's array functions return the second of two equal zeros, so the NumPy form
+spells it out); `lerp` picks one of its two formulas by |weight| as `torch.lerp` does, which makes it
 exact at weight 0 and 1.
 """
 
@@ -67,12 +69,8 @@ WORDS = (
     Word("sign", ("x",), _sign,
          "_T(1) if x > 0 else (_T(-1) if x < 0 else _T(0))",
          "x > T(0) ? T(1) : (x < T(0) ? T(-1) : T(0))"),
-    Word("maximum", ("a", "b"), _maximum,
-         "a if a != a else (b if b != b else (b if a < b else a))",
-         "a != a ? a : (b != b ? b : (a < b ? b : a))"),
-    Word("minimum", ("a", "b"), _minimum,
-         "a if a != a else (b if b != b else (b if b < a else a))",
-         "a != a ? a : (b != b ? b : (b < a ? b : a))"),
+    Word("maximum", ("a", "b"), _maximum, "np.maximum(a, b)", "a != a ? a : (b != b ? b : (a < b ? b : a))"),
+    Word("minimum", ("a", "b"), _minimum, "np.minimum(a, b)", "a != a ? a : (b != b ? b : (b < a ? b : a))"),
     Word("where", ("cond", "a", "b"), np.where, "a if cond else b", "cond ? a : b"),
     Word("lerp", ("start", "end", "weight", "one_minus_weight"), _lerp,
          "(start + weight * (end - start)) if np.abs(weight) < 0.5 else (end - (end - start) * one_minus_weight)",
