@@ -41,7 +41,8 @@ def with_gradients(group: dict, optimizer: str):
         yield p
 
 
-def norm(array, axis=None, keepdims: bool = False):
-    """The 2-norm (of all elements, or along `axis`), in the array's dtype."""
+def norm(array):
+    """The 2-norm of all elements, in the array's dtype (a dot product: no temporary array)."""
     xp = _backend.array_module(array)
-    return xp.sqrt(xp.sum(array * array, axis=axis, keepdims=keepdims))
+    flat = array.reshape(-1)
+    return xp.sqrt(xp.dot(flat, flat))

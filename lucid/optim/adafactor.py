@@ -88,24 +88,29 @@ class Adafactor(Optimizer):
     def _update(self, p, state, group, eps1, eps2) -> None:
         xp = _backend.array_module(p.data)
         param, grad = p.data, -p.grad if group["maximize"] else p.grad
+        dtype = param.dtype.type
         lr, weight_decay = value(group["lr"]), group["weight_decay"]
         step = self._advance_step(state)
         one_minus_beta2 = step ** group["beta2_decay"]
         rho = min(lr, 1 / (step ** 0.5))
         alpha = max(eps2, float(norm(param)) / (param.size ** 0.5)) * rho
         if weight_decay != 0:
-            param *= param.dtype.type(1 - lr * weight_decay)
-        if grad.ndim > 1:
+            param *= dtype(1 - lr * weight_decay)
+        squared = grad * grad
+        if grad.ndim > 1:  # torch squares norms: mean(g^2) along an axis, rounded as norm(g)^2 / n
             row_var, col_var = state["row_var"], state["col_var"]
-            lerp_(row_var, norm(grad, axis=-1, keepdims=True) ** 2 / grad.shape[-1], one_minus_beta2)
-            lerp_(col_var, norm(grad, axis=-2, keepdims=True) ** 2 / grad.shape[-2], one_minus_beta2)
-            estimate = row_var @ col_var
-            estimate /= xp.maximum(row_var.mean(axis=-2, keepdims=True), param.dtype.type(eps1))
+            lerp_(row_var, xp.sqrt(squared.sum(axis=-1, keepdims=True)) ** 2 / grad.shape[-1], one_minus_beta2)
+            lerp_(col_var, xp.sqrt(squared.sum(axis=-2, keepdims=True)) ** 2 / grad.shape[-2], one_minus_beta2)
+            update = row_var * col_var  # the outer product torch's row_var @ col_var computes
+            update /= xp.maximum(row_var.mean(axis=-2, keepdims=True), dtype(eps1))
         else:
             variance = state["variance"]
-            lerp_(variance, grad * grad, one_minus_beta2)
-            estimate = variance.copy()
-        update = 1 / xp.sqrt(xp.maximum(estimate, param.dtype.type(eps1 * eps1)))
+            lerp_(variance, squared, one_minus_beta2)
+            update = variance.copy()
+        xp.maximum(update, dtype(eps1 * eps1), out=update)
+        xp.sqrt(update, out=update)
+        xp.divide(dtype(1), update, out=update)  # torch: rsqrt, then times the gradient
         update *= grad
         denom = max(1.0, float(norm(update)) / ((update.size ** 0.5) * group["d"]))
-        param += param.dtype.type(-alpha / denom) * update
+        update *= dtype(-alpha / denom)
+        param += update
