@@ -52,7 +52,7 @@ class DistributedOptimizer(JoinableOptimizer):
                  comm=None, gradient_predivide_factor: float = 1.0):
         check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
         self.gradient_predivide_factor = check_predivide(gradient_predivide_factor, op)
-        if shard_state and optimizer.rule is None:
+        if shard_state and not optimizer.elementwise:
             raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
                              f"{type(optimizer).__name__} is not elementwise (it has no rule)")
         self.optimizer = optimizer
@@ -125,8 +125,8 @@ class DistributedOptimizer(JoinableOptimizer):
 
     def _group_flats(self, index: int) -> list:
         """The flat buffers of group `index`: the optimizer's own, or ours for a plain optimizer."""
-        if self.optimizer.rule is not None:
-            return self.optimizer._flat_buffers(index, pad_to=self._pad_to())
+        if self.optimizer.elementwise:
+            return self.optimizer.flat_buffers(index, pad_to=self._pad_to())
         flats = self._own_flats.get(index)
         if flats is None or not all(f.is_intact() for f in flats):
             kinds = {}

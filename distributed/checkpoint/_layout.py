@@ -55,7 +55,7 @@ class Target:
 
     @property
     def elementwise(self) -> bool:
-        return self.optimizer is not None and self.optimizer.rule is not None
+        return self.optimizer is not None and self.optimizer.elementwise
 
     def owned_range(self, p) -> tuple:
         """The flattened elements of p's state this rank holds (all of them unless sharded)."""

@@ -1,10 +1,17 @@
-"""Hyperparameter validation with PyTorch's ValueError messages, shared by the optimizers."""
+"""Hyperparameter validation with PyTorch's ValueError messages, shared by the optimizers.
+
+`lr` and `betas` may be one-element tensors (see `_hyper`); their values are compared.
+"""
 
 from __future__ import annotations
 
+from ._hyper import check_one_element, is_tensor, value
+
 
 def check_lr(lr, strict: bool = False) -> None:
-    if (lr <= 0.0) if strict else not 0.0 <= lr:
+    check_one_element(lr, "lr")
+    v = value(lr)
+    if (v <= 0.0) if strict else not 0.0 <= v:
         raise ValueError(f"Invalid learning rate: {lr}")
 
 
@@ -14,10 +21,19 @@ def check_eps(eps, strict: bool = False) -> None:
 
 
 def check_betas(betas) -> None:
-    if not 0.0 <= betas[0] < 1.0:
+    if not 0.0 <= value(betas[0]) < 1.0:
         raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
+    if not 0.0 <= value(betas[1]) < 1.0:
         raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+
+
+def check_betas_kind(betas) -> None:
+    """Adam's rule: both betas floats or both one-element tensors."""
+    if not ((isinstance(betas[0], float) and isinstance(betas[1], float))
+            or (is_tensor(betas[0]) and is_tensor(betas[1]))):
+        raise ValueError("betas must be either both floats or both Tensors")
+    for k in (0, 1):
+        check_one_element(betas[k], f"betas[{k}]")
 
 
 def check_non_negative(name: str, value) -> None:

@@ -1,15 +1,21 @@
 """LRScheduler: the base class of the learning-rate schedulers, and the helpers they share.
 
-A scheduler touches only `optimizer.param_groups` (and reads `optimizer._step_count` for one warning), so it
-works unchanged on any wrapper whose `param_groups` is the wrapped optimizer's list.
+A scheduler touches only `optimizer.param_groups` (and wraps `optimizer.step` to notice the call order, as
+torch does), so it works unchanged on any wrapper whose `param_groups` is the wrapped optimizer's list.
+A tensor learning rate (a `lucid.Tensor` or a 0-d array) stays a tensor: schedulers write it in place and
+keep copies (never the user's tensor) of the values they remember.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import types
 import warnings
+import weakref
+
+from . import _hyper
 
 EPOCH_DEPRECATION_WARNING = (
     "The epoch parameter in `scheduler.step()` was not necessary and is being "
@@ -31,19 +37,55 @@ def check_optimizer(optimizer) -> None:
 
 
 def per_group(name: str, optimizer, value) -> list:
-    """`value` once per parameter group: a scalar is repeated, a list or tuple must match the group count."""
+    """`value` once per parameter group (tensors copied): a scalar is repeated, a list or tuple must match
+    the group count."""
     if isinstance(value, (list, tuple)):
         if len(value) != len(optimizer.param_groups):
             raise ValueError(
                 f"{name} must have the same length as optimizer.param_groups. "
                 f"{name} has {len(value)} values, param_groups has {len(optimizer.param_groups)}.")
-        return list(value)
-    return [value] * len(optimizer.param_groups)
+        return [_hyper.clone(v) for v in value]
+    return [_hyper.clone(value) for _ in optimizer.param_groups]
 
 
 def group_values(optimizer, key: str) -> list:
     """[group[key] for every parameter group]; KeyError where a group lacks it."""
     return [group[key] for group in optimizer.param_groups]
+
+
+def group_copies(optimizer, key: str) -> list:
+    """`group_values` with tensors copied, so later in-place changes of the groups do not show."""
+    return [_hyper.clone(group[key]) for group in optimizer.param_groups]
+
+
+def set_group_value(group: dict, key: str, value) -> None:
+    """Set group[key]: a tensor already there is written in place (it stays the same tensor)."""
+    if _hyper.is_tensor(group[key]):
+        _hyper.fill(group[key], value)
+    else:
+        group[key] = value
+
+
+def _track_optimizer_steps(optimizer) -> None:
+    """Wrap `optimizer.step` (once) so it records that it ran; the first scheduler step checks that."""
+    step = getattr(optimizer, "step", None)
+    if step is None or getattr(step, "_wrapped_by_lr_sched", False):
+        return
+    function = getattr(step, "__func__", None)
+    if function is None:
+        return
+    owner = weakref.ref(optimizer)  # no reference cycle: the optimizer can be collected
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        opt = owner()
+        opt._opt_called = True
+        return function.__get__(opt, type(opt))(*args, **kwargs)
+    wrapper._wrapped_by_lr_sched = True
+    try:
+        optimizer.step = wrapper
+    except AttributeError:  # an object that takes no attributes: no order check for it
+        pass
 
 
 def callable_state(fn):
@@ -87,7 +129,7 @@ class LRScheduler:
         self.optimizer = optimizer
         if last_epoch == -1:
             for group in optimizer.param_groups:
-                group.setdefault("initial_lr", group["lr"])
+                group.setdefault("initial_lr", _hyper.clone(group["lr"]))
         else:
             for i, group in enumerate(optimizer.param_groups):
                 if "initial_lr" not in group:
@@ -98,8 +140,9 @@ class LRScheduler:
                         "1. You're trying to resume training from a checkpoint but haven't properly loaded "
                         "the optimizer state\n"
                         "2. You're using last_epoch >= 0 for a fresh training run (not recommended)")
-        self.base_lrs = group_values(optimizer, "initial_lr")
+        self.base_lrs = group_copies(optimizer, "initial_lr")
         self.last_epoch = last_epoch
+        _track_optimizer_steps(optimizer)
         self._initial_step()
 
     def _initial_step(self) -> None:
@@ -126,9 +169,18 @@ class LRScheduler:
         self._update_lr(epoch)
 
     def _warn_if_optimizer_not_stepped(self) -> None:
-        # the first step after construction is where torch catches the pre-1.1 order; an optimizer
-        # (wrapper) without a step count cannot tell us, so it gets no warning
-        if self._step_count == 1 and getattr(self.optimizer, "_step_count", 1) == 0:
+        # the first step after construction is where torch catches the pre-1.1 order
+        if self._step_count != 1:
+            return
+        step = getattr(self.optimizer, "step", None)
+        if step is not None and not hasattr(step, "_wrapped_by_lr_sched"):
+            warnings.warn(
+                "Seems like `optimizer.step()` has been overridden after learning rate scheduler "
+                "initialization. Please, make sure to call `optimizer.step()` before "
+                "`lr_scheduler.step()`. See more details at "
+                "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate",
+                UserWarning, stacklevel=3)
+        elif step is not None and not getattr(self.optimizer, "_opt_called", False):
             warnings.warn(
                 "Detected call of `lr_scheduler.step()` before `optimizer.step()`. "
                 "In PyTorch 1.1.0 and later, you should call them in the opposite order: "
@@ -160,8 +212,8 @@ class LRScheduler:
 
     def _write_lrs(self, values) -> None:
         for group, lr in zip(self.optimizer.param_groups, values, strict=True):
-            group["lr"] = lr
-        self._last_lr = group_values(self.optimizer, "lr")
+            set_group_value(group, "lr", lr)
+        self._last_lr = group_copies(self.optimizer, "lr")
 
     # ------------------------------------------------------------------ learning rates
 
@@ -176,7 +228,7 @@ class LRScheduler:
         raise NotImplementedError
 
     def get_last_lr(self) -> list:
-        """The learning rates this scheduler last wrote, one per parameter group."""
+        """The learning rates this scheduler last wrote, one per parameter group (copies, never the groups' tensors)."""
         return list(self._last_lr)
 
     # ------------------------------------------------------------------ state

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from ._schedulers_base import LRScheduler, check_optimizer, group_values
+from ._schedulers_base import LRScheduler, check_optimizer, group_copies, set_group_value
 from ._schedulers_plateau import ReduceLROnPlateau
 
 
@@ -78,7 +78,7 @@ class SequentialLR(_Composite):
         self.last_epoch = last_epoch + 1
         self.optimizer = optimizer
         for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"]
+            set_group_value(group, "lr", group["initial_lr"])
         self.recursive_undo()
         first = self._schedulers[bisect_right(milestones, 0)]
         first._initial_step()
@@ -127,10 +127,10 @@ class ChainedScheduler(_Composite):
         _check_members(self.__class__.__name__, schedulers, optimizer)
         self._schedulers = schedulers
         self.optimizer = optimizer
-        self._last_lr = group_values(schedulers[-1].optimizer, "lr")
+        self._last_lr = group_copies(schedulers[-1].optimizer, "lr")
 
     def step(self) -> None:
         """Step every member, in order."""
         for scheduler in self._schedulers:
             scheduler.step()
-        self._last_lr = group_values(self._schedulers[-1].optimizer, "lr")
+        self._last_lr = group_copies(self._schedulers[-1].optimizer, "lr")

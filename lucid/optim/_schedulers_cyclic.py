@@ -6,7 +6,7 @@ import math
 from functools import partial
 
 from ._schedulers_base import (LRScheduler, callable_state, check_optimizer, per_group,
-                               restore_callable_state)
+                               restore_callable_state, set_group_value)
 from ._schedulers_decay import cosine_factor
 
 # ---------------------------------------------------------------------- momentum cycling
@@ -101,7 +101,7 @@ class CyclicLR(LRScheduler):
         base_lrs = per_group("base_lr", optimizer, base_lr)
         if last_epoch == -1:
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
-                group["lr"] = lr
+                set_group_value(group, "lr", lr)
         self.max_lrs = per_group("max_lr", optimizer, max_lr)
         step_size_up = float(step_size_up)
         step_size_down = float(step_size_down) if step_size_down is not None else step_size_up

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import warnings
 
-from ._schedulers_base import EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, group_values
+from ._schedulers_base import (EPOCH_DEPRECATION_WARNING, LRScheduler, check_optimizer, group_copies,
+                               set_group_value)
 
 
 def _below_relative(a, best, threshold):
@@ -77,7 +78,7 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown = cooldown
         self.eps = eps
         self.last_epoch = 0
-        self._last_lr = group_values(optimizer, "lr")
+        self._last_lr = group_copies(optimizer, "lr")
         if mode not in _WORST:
             raise ValueError("mode " + mode + " is unknown!")
         if threshold_mode not in ("rel", "abs"):
@@ -126,7 +127,7 @@ class ReduceLROnPlateau(LRScheduler):
             self._reduce_lr()
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
-        self._last_lr = group_values(self.optimizer, "lr")
+        self._last_lr = group_copies(self.optimizer, "lr")
 
     def _reduce_lr(self) -> None:
         groups = self.optimizer.param_groups
@@ -145,4 +146,4 @@ class ReduceLROnPlateau(LRScheduler):
             old_lr = float(group["lr"])
             new_lr = max(old_lr * self.factor, min_lr)
             if old_lr - new_lr > self.eps:
-                group["lr"] = new_lr
+                set_group_value(group, "lr", new_lr)

@@ -7,6 +7,7 @@ import copy
 import numpy as np
 
 from .. import _backend
+from . import _hyper
 
 
 def _export_value(value, scalar_dtype):
@@ -26,27 +27,42 @@ def _export_value(value, scalar_dtype):
     return copy.deepcopy(value)
 
 
+def _export_group_value(value):
+    """A group's hyperparameter for the dict: tensors (also inside tuples, as betas) as host arrays."""
+    if isinstance(value, tuple):
+        return tuple(_export_group_value(v) for v in value)
+    if _hyper.is_tensor(value):
+        return _hyper.host_copy(value)
+    return copy.deepcopy(value)
+
+
 def optimizer_state_dict(optimizer) -> dict:
-    """{"state": {id: {name: value}}, "param_groups": [{..., "params": [id, ...]}]} with host copies."""
+    """{"state": {id: {name: value}}, "param_groups": [{..., "params": [id, ...]}]} with host copies.
+
+    Ids count parameters in group order as PyTorch counts them: a parameter repeated in a group
+    keeps its first id, and each group's ids start after all the slots of the groups before it.
+    """
     from .optimizer import scalar_dtype
-    ids, groups = {}, []
+    ids, groups, start = {}, [], 0
     for group in optimizer.param_groups:
-        packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
-        for p in group["params"]:
-            ids.setdefault(id(p), len(ids))
+        packed = {k: _export_group_value(v) for k, v in group.items() if k != "params"}
+        for k, p in enumerate(group["params"], start):
+            ids.setdefault(id(p), k)
         packed["params"] = [ids[id(p)] for p in group["params"]]
+        start += len(group["params"])
         groups.append(packed)
     dtype = scalar_dtype() if optimizer.rule is not None else None
     state = {}
     for group in optimizer.param_groups:
         for p in group["params"]:
             values = optimizer.state.get(p)
-            if values:
-                state[ids[id(p)]] = {k: _export_value(v, dtype) for k, v in values.items()}
+            if values and ids[id(p)] not in state:
+                state[ids[id(p)]] = {k: _export_value(v, None if k in optimizer.number_state else dtype)
+                                     for k, v in values.items()}
     return {"state": state, "param_groups": groups}
 
 
-def _check_shapes(optimizer, saved_groups, saved_state):
+def _check_shapes(optimizer, loaded_groups, saved_groups, saved_state):
     """Raise ValueError naming the first parameter whose saved elementwise state does not fit.
 
     Only elementwise optimizers are checked: their state is per element by construction. A plain
@@ -54,9 +70,8 @@ def _check_shapes(optimizer, saved_groups, saved_state):
     """
     if optimizer.rule is None:
         return
-    for group, saved in zip(optimizer.param_groups, saved_groups):
-        settings = {**group, **{k: v for k, v in saved.items() if k != "params"}}
-        per_element = list(optimizer._state_init(settings))
+    for group, saved in zip(loaded_groups, saved_groups):
+        per_element = list(optimizer.state_init(group))
         required = set(per_element) | set(optimizer.scalar_state)
         for p, pid in zip(group["params"], saved["params"]):
             values = saved_state.get(pid)
@@ -66,7 +81,7 @@ def _check_shapes(optimizer, saved_groups, saved_state):
             if missing:
                 raise ValueError(f"loaded state dict is missing state {missing} for parameter {pid} "
                                  f"(a {type(optimizer).__name__} needs {sorted(required)})")
-            for name in (n for n in per_element if n in values):
+            for name in (n for n in values if n in optimizer.rule.state):
                 shape = getattr(values[name], "shape", None)
                 if shape is None or tuple(shape) != tuple(p.shape):
                     raise ValueError(f"loaded state '{name}' of parameter {pid} has shape "
@@ -74,10 +89,7 @@ def _check_shapes(optimizer, saved_groups, saved_state):
                                      f"shape {tuple(p.shape)}")
 
 
-def load_optimizer_state(optimizer, state_dict: dict) -> None:
-    """Validate `state_dict` against the optimizer's groups, then load it onto the live parameters."""
-    saved_groups = state_dict["param_groups"]
-    saved_state = state_dict["state"]
+def _check_sizes(optimizer, saved_groups) -> None:
     if len(saved_groups) != len(optimizer.param_groups):
         raise ValueError(f"loaded state dict has a different number of parameter groups "
                          f"({len(saved_groups)} saved, {len(optimizer.param_groups)} in the optimizer)")
@@ -86,14 +98,30 @@ def load_optimizer_state(optimizer, state_dict: dict) -> None:
             raise ValueError(f"loaded state dict contains a parameter group that doesn't match the size "
                              f"of optimizer's group (group {k}: {len(saved['params'])} saved, "
                              f"{len(group['params'])} in the optimizer)")
-    saved_state = {int(k): v for k, v in saved_state.items()}
-    _check_shapes(optimizer, saved_groups, saved_state)
-    for group, saved in zip(optimizer.param_groups, saved_groups):
-        params = group["params"]
-        new = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+
+
+def _loaded_group(optimizer, live: dict, saved: dict) -> dict:
+    """The saved group's settings on the live parameters; keys it predates come from the live defaults,
+    and the live `param_names` stay when the saved group has none (PyTorch's `__setstate__` rules)."""
+    group = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+    for name, default in optimizer.defaults.items():
+        group.setdefault(name, copy.deepcopy(default))
+    if "param_names" in live and "param_names" not in group:
+        group["param_names"] = live["param_names"]
+    group["params"] = live["params"]
+    return group
+
+
+def load_optimizer_state(optimizer, state_dict: dict) -> None:
+    """Validate `state_dict` against the optimizer's groups, then load it onto the live parameters."""
+    saved_groups = state_dict["param_groups"]
+    _check_sizes(optimizer, saved_groups)
+    saved_state = {int(k): v for k, v in state_dict["state"].items()}
+    loaded = [_loaded_group(optimizer, live, saved) for live, saved in zip(optimizer.param_groups, saved_groups)]
+    _check_shapes(optimizer, loaded, saved_groups, saved_state)
+    for group, new in zip(optimizer.param_groups, loaded):
         group.clear()
         group.update(new)
-        group["params"] = params
     for group, saved in zip(optimizer.param_groups, saved_groups):
         for p, pid in zip(group["params"], saved["params"]):
             values = saved_state.get(pid)
@@ -103,20 +131,21 @@ def load_optimizer_state(optimizer, state_dict: dict) -> None:
             if optimizer.rule is not None:
                 optimizer._restore_param_state(p, values, group)
             else:
-                optimizer.state[p] = {name: _import_plain(value, p) for name, value in values.items()}
+                optimizer.state[p] = _import_plain(values, p)
 
 
-def _import_plain(value, p):
-    """A saved value for a plain optimizer: floating arrays (also inside lists, tuples and dicts) take
-    the parameter's dtype and device, as PyTorch casts them; 0-d arrays and other values are copied."""
+def _import_plain(value, p, key=None):
+    """A saved value for a plain optimizer, cast as PyTorch casts it: arrays (0-d ones too, and inside
+    lists, tuples and dicts) move to the parameter's device, floating ones take its dtype; `step` is
+    kept as saved. Other values are copied."""
     if isinstance(value, np.ndarray) or _backend.is_gpu_array(value):
-        if value.ndim == 0:
-            return np.array(_backend.to_host(value), copy=True)
+        if key == "step":
+            return value.copy()
         if value.dtype.kind == "f":
             value = value.astype(p.dtype, copy=True)
         return _backend.to_device(value.copy(), p.device)
     if isinstance(value, (list, tuple)):
         return type(value)(_import_plain(v, p) for v in value)
     if isinstance(value, dict):
-        return {k: _import_plain(v, p) for k, v in value.items()}
+        return {k: _import_plain(v, p, k) for k, v in value.items()}
     return copy.deepcopy(value)

@@ -1,8 +1,8 @@
 """Reads an elementwise rule's Python source and rewrites it for numba (typed literals) and CUDA C.
 
-A rule is a small pure function of scalars (see `_kernels.ElementwiseRule`). Its language:
+A rule is a small pure function of scalars (see `elementwise.ElementwiseRule`). Its language:
 assignments, `if`/`elif`/`else` on keyword-only flags only (data-dependent choices use `where`),
-arithmetic (+ - * /, unary -), comparisons joined with & and |, calls to the vocabulary in `_math.py`,
+arithmetic (+ - * /, unary -), comparisons joined with & and |, calls to the vocabulary (`_vocabulary.py`),
 numeric literals, and one final `return` of a tuple. Checking that once, here, is what lets the same
 source run on NumPy arrays, in a numba loop and in a CUDA kernel with the same meaning.
 """
@@ -13,28 +13,14 @@ import ast
 import inspect
 import textwrap
 
-from ._math import VOCABULARY
+from ._vocabulary import NAMES as VOCABULARY
+from ._vocabulary import cuda_preamble
 
 _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CMPOPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 _BOOLOPS = {ast.BitAnd: "&&", ast.BitOr: "||"}
 
-CUDA_PREAMBLE = """
-template <typename T> __device__ __forceinline__ T lucid_sqrt(T x) { return sqrt(x); }
-template <typename T> __device__ __forceinline__ T lucid_abs(T x) { return fabs(x); }
-template <typename T> __device__ __forceinline__ T lucid_sign(T x) {
-    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : x);  /* keeps NaN and signed zero, like numpy */
-}
-template <typename T> __device__ __forceinline__ T lucid_maximum(T a, T b) {
-    return (a != a || a > b) ? a : b;  /* NaN propagates, like numpy.maximum */
-}
-template <typename T> __device__ __forceinline__ T lucid_minimum(T a, T b) {
-    return (a != a || a < b) ? a : b;
-}
-template <typename T> __device__ __forceinline__ T lucid_lerp(T start, T end, T w, T one_minus_w) {
-    return fabs(w) < T(0.5) ? start + w * (end - start) : end - (end - start) * one_minus_w;
-}
-"""
+CUDA_PREAMBLE = cuda_preamble()  # the vocabulary as CUDA device functions, generated from the one table
 
 
 class RuleSyntaxError(ValueError):
@@ -190,7 +176,4 @@ def _c_expr(node) -> str:
     if isinstance(node, ast.Compare):
         left, right = node.left, node.comparators[0]
         return f"({_c_expr(left)} {_CMPOPS[type(node.ops[0])]} {_c_expr(right)})"
-    name, args = node.func.id, [_c_expr(a) for a in node.args]
-    if name == "where":
-        return f"({args[0]} ? {args[1]} : {args[2]})"
-    return f"lucid_{name}({', '.join(args)})"
+    return f"lucid_{node.func.id}({', '.join(_c_expr(a) for a in node.args)})"

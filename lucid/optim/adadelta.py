@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_eps, check_lr, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import sqrt
+from ._hyper import value
+from .elementwise import ElementwiseRule, sqrt
 from .optimizer import Optimizer
 
 
@@ -46,13 +46,14 @@ class Adadelta(Optimizer):
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"square_avg": 0.0, "acc_delta": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0)
 
-    def _step_coefficients(self, group, before):
+    def step_coefficients(self, group, state):
         rho = group["rho"]
-        coefficients = (group["lr"], rho, 1 - rho, group["weight_decay"], group["eps"])
-        return coefficients, {"step": before.get("step", 0) + 1}
+        coefficients = dict(lr=value(group["lr"]), rho=rho, rho_weight=1 - rho, weight_decay=group["weight_decay"],
+                            eps=group["eps"])
+        return coefficients, {"step": state.get("step", 0) + 1}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_eps, check_lr, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import sqrt
+from ._hyper import value
+from .elementwise import ElementwiseRule, sqrt
 from .optimizer import Optimizer
 
 
@@ -46,13 +46,13 @@ class Adagrad(Optimizer):
                         fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"sum": group["initial_accumulator_value"]}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0)
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        clr = group["lr"] / (1 + (step - 1) * group["lr_decay"])
-        return (group["weight_decay"], group["eps"], clr), {"step": step}
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        clr = value(group["lr"]) / (1 + (step - 1) * group["lr_decay"])
+        return dict(weight_decay=group["weight_decay"], eps=group["eps"], clr=clr), {"step": step}

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
-from ._checks import check_adam_family
-from ._kernels import ElementwiseRule
-from ._math import lerp, maximum, sqrt
+from ._checks import check_adam_family, check_betas_kind
+from ._hyper import value
+from .elementwise import ElementwiseRule, lerp, maximum, sqrt
 from .optimizer import Optimizer
 
 
@@ -58,27 +56,30 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False, *,
                  maximize=False, fused=None, decoupled_weight_decay=False):
         check_adam_family(lr, betas, eps, weight_decay)
+        check_betas_kind(betas)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                         maximize=maximize, fused=fused, decoupled_weight_decay=decoupled_weight_decay)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
         return dict.fromkeys(names, 0.0)
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], amsgrad=group["amsgrad"],
                     has_weight_decay=group["weight_decay"] != 0,
                     decoupled_weight_decay=group["decoupled_weight_decay"])
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        beta1, beta2 = group["betas"]
-        lr, weight_decay = group["lr"], group["weight_decay"]
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        beta1, beta2 = (value(b) for b in group["betas"])  # tensors: corrections in their dtype, as torch
+        lr, weight_decay = value(group["lr"]), group["weight_decay"]
         bias_correction1 = 1 - beta1 ** step
         bias_correction2 = 1 - beta2 ** step
-        coefficients = (1 - beta1, beta1, beta2, 1 - beta2, weight_decay, 1 - lr * weight_decay,
-                        lr / bias_correction1, math.sqrt(bias_correction2), group["eps"])
+        coefficients = dict(beta1_weight=1 - beta1, beta1=beta1, beta2=beta2, beta2_weight=1 - beta2,
+                            weight_decay=weight_decay, param_decay=1 - lr * weight_decay,
+                            step_size=lr / bias_correction1, bias_correction2_sqrt=bias_correction2 ** 0.5,
+                            eps=group["eps"])
         return coefficients, {"step": step}
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_adam_family
-from ._kernels import ElementwiseRule
-from ._math import abs, lerp, maximum
+from ._hyper import value
+from .elementwise import ElementwiseRule, abs, lerp, maximum
 from .optimizer import Optimizer
 
 
@@ -41,14 +41,15 @@ class Adamax(Optimizer):
                         fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"exp_avg": 0.0, "exp_inf": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0)
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        beta1, beta2 = group["betas"]
-        clr = group["lr"] / (1 - beta1 ** step)
-        return (1 - beta1, beta1, beta2, group["weight_decay"], group["eps"], clr), {"step": step}
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        beta1, beta2 = (value(b) for b in group["betas"])
+        clr = value(group["lr"]) / (1 - beta1 ** step)
+        return dict(beta1_weight=1 - beta1, beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                    eps=group["eps"], clr=clr), {"step": step}

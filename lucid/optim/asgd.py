@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_lr, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import where
+from ._hyper import value
+from .elementwise import ElementwiseRule, where
 from .optimizer import Optimizer, scalar_dtype
 
 
@@ -44,19 +44,20 @@ class ASGD(Optimizer):
                         fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"ax": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0)
 
-    def _step_coefficients(self, group, before):
-        lr, lambd = group["lr"], group["lambd"]
+    def step_coefficients(self, group, state):
+        lr, lambd = value(group["lr"]), group["lambd"]
         rounded = scalar_dtype().type  # PyTorch keeps eta and mu as scalar tensors
-        step = before.get("step", 0) + 1
-        eta = before.get("eta", float(rounded(lr)))
-        mu = before.get("mu", 1.0)
-        coefficients = (group["weight_decay"], 1 - lambd * eta, eta, mu, 1.0 if mu == 1 else 0.0)
+        step = state.get("step", 0) + 1
+        eta = state.get("eta", float(rounded(lr)))
+        mu = state.get("mu", 1.0)
+        coefficients = dict(weight_decay=group["weight_decay"], param_decay=1 - lambd * eta, eta=eta, mu=mu,
+                            copy_average=1.0 if mu == 1 else 0.0)
         after = {"step": step,
                  "eta": float(rounded(lr / ((1 + lambd * lr * step) ** group["alpha"]))),
                  "mu": float(rounded(1 / max(1, step - group["t0"])))}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_adam_family, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import lerp, sqrt
+from ._hyper import value
+from .elementwise import ElementwiseRule, lerp, sqrt
 from .optimizer import Optimizer, scalar_dtype
 
 
@@ -52,22 +52,25 @@ class NAdam(Optimizer):
                         maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0,
                     decoupled_weight_decay=group["decoupled_weight_decay"])
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        beta1, beta2 = group["betas"]
-        lr, weight_decay, psi = group["lr"], group["weight_decay"], group["momentum_decay"]
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        beta1, beta2 = (value(b) for b in group["betas"])
+        lr, weight_decay, psi = value(group["lr"]), group["weight_decay"], group["momentum_decay"]
         mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * psi)))
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * psi)))
-        # PyTorch keeps mu_product as a scalar tensor: round it the same way before using it
-        mu_product = float(scalar_dtype().type(before.get("mu_product", 1.0) * mu))
-        coefficients = (1 - beta1, beta1, beta2, 1 - beta2, weight_decay, 1 - lr * weight_decay,
-                        1 - beta2 ** step, group["eps"], -lr * (1.0 - mu) / (1.0 - mu_product),
-                        (-lr * mu_next) / (1.0 - mu_product * mu_next))
+        # PyTorch keeps mu_product as a scalar tensor: `mu_product *= mu` multiplies in its dtype
+        rounded = scalar_dtype().type
+        mu_product = float(rounded(state.get("mu_product", 1.0)) * rounded(mu))
+        coefficients = dict(beta1_weight=1 - beta1, beta1=beta1, beta2=beta2, beta2_weight=1 - beta2,
+                            weight_decay=weight_decay, param_decay=1 - lr * weight_decay,
+                            bias_correction2=1 - beta2 ** step, eps=group["eps"],
+                            grad_coefficient=-lr * (1.0 - mu) / (1.0 - mu_product),
+                            exp_avg_coefficient=(-lr * mu_next) / (1.0 - mu_product * mu_next))
         return coefficients, {"step": step, "mu_product": mu_product}

@@ -4,21 +4,23 @@ Two kinds of subclass work with it:
 
 * a plain one that defines `__init__` and `step` (PyTorch style), reading `self.param_groups` and
   `self.state`; everything else here (groups, state dicts, hooks) just works;
-* an elementwise one that sets `rule` (an `ElementwiseRule`) and describes its state, flags and per-step
-  coefficients (`rule`, `scalar_state`, `_state_init`, `_flags`, `_step_coefficients`). Its
-  parameters then live in flat buffers (`_flat.py`) and `step()` runs the rule once over each buffer
-  (or once per parameter, with the same numbers, when some gradients are missing or `fused=False`).
+* an elementwise one that sets `rule` and defines `state_init`, `rule_flags` and `step_coefficients`
+  (the protocol, with a worked example, is documented in `lucid.optim.elementwise`). Its parameters
+  then live in flat buffers (`_flat.py`) and `step()` runs the rule once over each run of parameters
+  whose coefficients agree (`_fused.py`), or once per parameter with `fused=False`.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import OrderedDict, defaultdict
 
 import numpy as np
 
 from .. import _backend, autograd, dtypes
 from ..tensor import Tensor
+from . import _fused
 from ._flat import FlatBuffer
 from ._state import load_optimizer_state, optimizer_state_dict
 
@@ -33,6 +35,8 @@ class _RequiredParameter:
 required = _RequiredParameter()
 _SET_MESSAGE = ("optimizer parameters need to be organized in ordered collections, but the ordering of "
                 "tensors in sets will change between runs. Please use a list instead.")
+_DUPLICATE_MESSAGE = ("optimizer contains a parameter group with duplicate parameters; in future, this will "
+                      "cause an error; see github.com/pytorch/pytorch/issues/40967 for more information")
 
 
 def _with_step_hooks(step):
@@ -58,12 +62,24 @@ def _with_step_hooks(step):
     return wrapper
 
 
-class _HookHandle:
-    def __init__(self, table: OrderedDict, key: int):
-        self._table, self._key = table, key
+class HookHandle:
+    """What `register_*_hook` returns: `remove()` (or leaving a `with` block) unregisters the hook."""
+
+    _next_id = 0
+
+    def __init__(self, table: OrderedDict):
+        self._table = table
+        self.id = HookHandle._next_id
+        HookHandle._next_id += 1
 
     def remove(self) -> None:
-        self._table.pop(self._key, None)
+        self._table.pop(self.id, None)
+
+    def __enter__(self) -> "HookHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
 
 
 class Optimizer:
@@ -77,6 +93,7 @@ class Optimizer:
 
     rule = None  # an ElementwiseRule for elementwise optimizers; None for plain ones
     scalar_state = ("step",)  # names of the per-parameter scalar state an elementwise optimizer keeps
+    number_state = ()  # scalar state PyTorch keeps as Python numbers, not 0-d tensors (SparseAdam's step)
     eager_state = False  # create state at construction (PyTorch's Adagrad does) instead of at first step
     requires_closure = False  # step() re-evaluates the model itself (LBFGS): wrappers must pass a closure
 
@@ -92,7 +109,8 @@ class Optimizer:
         self.param_groups = []
         self._flat = []  # per group: list of FlatBuffer (elementwise optimizers only)
         self._step_pre_hooks, self._step_post_hooks = OrderedDict(), OrderedDict()
-        self._hook_id = 0
+        self._state_dict_pre_hooks, self._state_dict_post_hooks = OrderedDict(), OrderedDict()
+        self._load_state_dict_pre_hooks, self._load_state_dict_post_hooks = OrderedDict(), OrderedDict()
         self._step_count = 0
         if isinstance(params, Tensor):
             raise TypeError("params argument given to the optimizer should be an iterable of Tensors or "
@@ -106,6 +124,11 @@ class Optimizer:
             groups = [{"params": groups}]
         for group in groups:
             self.add_param_group(group)
+
+    @property
+    def elementwise(self) -> bool:
+        """True when this optimizer's update is an elementwise rule (its state splits by element)."""
+        return self.rule is not None
 
     # ------------------------------------------------------------------ groups
 
@@ -130,11 +153,6 @@ class Optimizer:
                                 f"{type(p).__name__}")
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor")
-        if len({id(p) for p in params}) != len(params):
-            raise ValueError("optimizer contains a parameter group with duplicate parameters")
-        seen = {id(p) for g in self.param_groups for p in g["params"]}
-        if any(id(p) in seen for p in params):
-            raise ValueError("some parameters appear in more than one parameter group")
         group["params"] = params
         if names:
             group["param_names"] = names
@@ -143,12 +161,29 @@ class Optimizer:
                 raise ValueError(f"parameter group didn't specify a value of required optimization "
                                  f"parameter {name}")
             group.setdefault(name, default)
+        if len({id(p) for p in params}) != len(params):
+            warnings.warn(_DUPLICATE_MESSAGE, UserWarning, stacklevel=3)
+        for existing in self.param_groups:
+            if ("param_names" in group) != ("param_names" in existing):
+                kind = "with names" if "param_names" in group else "without names"
+                raise ValueError("all optimizer param groups should be with/without names. "
+                                 f"cannot add param group {kind} to the optimizer")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params):
+            raise ValueError("some parameters appear in more than one parameter group")
+        if self.rule is not None:
+            complex_params = [[len(self.param_groups), i] for i, p in enumerate(params) if p.dtype.kind == "c"]
+            if complex_params:  # the rules are real arithmetic: complex numbers would give wrong updates
+                raise ValueError(f"Complex params at indices {complex_params}: {type(self).__name__} does not "
+                                 "support complex parameters")
+            _fused.check_protocol(self, group)
         self.param_groups.append(group)
         self._flat.append(self._build_flat(group) if self.rule is not None else None)
         if self.eager_state and self.rule is not None:
+            init = self.state_init(group)
             for flat in self._flat[-1]:
                 for i in range(len(flat.params)):
-                    self._init_param_state(flat, i, group)
+                    _fused.init_param_state(self, flat, i, group, init)
 
     # ------------------------------------------------------------------ gradients
 
@@ -176,83 +211,39 @@ class Optimizer:
             with autograd.enable_grad():
                 loss = closure()
         for index, group in enumerate(self.param_groups):
-            for flat in self._flat_buffers(index):
-                self._step_flat(group, flat)
+            for flat in self.flat_buffers(index):
+                _fused.step_flat(self, group, flat)
         return loss
 
-    def _step_flat(self, group, flat) -> None:
-        """Run the rule over one flat buffer: one call per run of parameters that can step together.
+    # ------------------------------------------------------------------ the elementwise protocol
 
-        Only the range the buffer's state storage covers is updated: all of it normally, this rank's
-        slice when the state is sharded (the storage decides; see `_flat.FullStorage`).
-        """
-        present = flat.gather_grads()
-        runs = self._runs(group, flat, present)
-        befores = [dict(self.state[flat.params[first]]) for first, _ in runs]  # before state creation
-        for i, has_grad in enumerate(present):
-            if has_grad:
-                self._init_param_state(flat, i, group)
-        flags = self._flags(group)
-        active = tuple(self._state_init(group))
-        low, high = flat.storage.span
-        for (first, last), before in zip(runs, befores):
-            coefficients, scalars = self._step_coefficients(group, before)
-            start, stop = max(flat.offsets[first], low), min(flat.span(last - 1)[1], high)
-            if start < stop:
-                self.rule.apply(flat.data[start:stop], flat.grad[start:stop],
-                                flat.storage.arrays(active, start, stop), coefficients, flags)
-            for p in flat.params[first:last]:
-                self.state[p].update(scalars)
-
-    def _runs(self, group, flat, present):
-        """Ranges [first, last) of consecutive parameters with a gradient and equal scalar state."""
-        runs, first, first_key = [], None, None
-        per_parameter = group.get("fused") is False
-        for i, has_grad in enumerate(present + [False]):
-            key = self._run_key(self.state.get(flat.params[i])) if has_grad else None
-            if first is not None and (not has_grad or per_parameter or key != first_key):
-                runs.append((first, i))
-                first = None
-            if has_grad and first is None:
-                first, first_key = i, key
-        return runs
-
-    # ------------------------------------------------------------------ elementwise subclass protocol
-
-    def _state_init(self, group) -> dict:
-        """State arrays this group uses -> the value each starts at."""
+    def state_init(self, group) -> dict:
+        """The per-element state this group uses -> the value each starts at."""
         return {}
 
-    def _flags(self, group) -> dict:
+    def rule_flags(self, group) -> dict:
         """The rule's flags for this group."""
         return {}
 
-    def _initial_scalars(self, group) -> dict:
+    def initial_scalars(self, group) -> dict:
         """Scalar state of a parameter whose state is created before its first step (`eager_state`)."""
         return {"step": 0}
 
-    def _step_coefficients(self, group, before: dict) -> tuple:
-        """(the rule's coefficients for this step, the scalar state after it), given the state before it.
+    def step_coefficients(self, group, state: dict) -> tuple:
+        """(the rule's coefficients for this step by name, the scalar state after it), given the state before it.
 
-        `before` is the parameter's state before this step: empty on its first step.
+        `state` is the parameter's state before this step: empty on its first step. Read it, never change it.
         """
-        raise NotImplementedError
-
-    def _run_key(self, state) -> tuple:
-        """Parameters whose keys are equal share their coefficients, so one rule call covers them."""
-        return tuple(state.get(name) for name in self.scalar_state) if state else ()
+        raise NotImplementedError(f"{type(self).__name__} must define step_coefficients()")
 
     # ------------------------------------------------------------------ flat buffers and state storage
 
-    def _build_flat(self, group) -> list:
-        """One FlatBuffer per (device, dtype) among the group's parameters."""
-        by_kind = {}
-        for p in group["params"]:
-            by_kind.setdefault((_backend.device_of(p.data), p.data.dtype), []).append(p)
-        return [FlatBuffer(params) for params in by_kind.values()]
+    def flat_buffers(self, index: int, pad_to: int = 1) -> list:
+        """Group `index`'s flat buffers (one per device and dtype) of an elementwise optimizer.
 
-    def _flat_buffers(self, index: int, pad_to: int = 1) -> list:
-        """The group's flat buffers, rebuilt first if a parameter's `.data` was rebound or padding changed."""
+        Rebuilt first, keeping the state, when a parameter's `.data` was rebound or when every buffer's
+        length must be a multiple of `pad_to` (sharding pads to the world size) and is not.
+        """
         flats = self._flat[index]
         if all(f.is_intact() and f.size % pad_to == 0 for f in flats):
             return flats
@@ -260,53 +251,34 @@ class Optimizer:
         saved = [(p, dict(self.state[p])) for f in flats for p in f.params if self.state.get(p)]
         for flat in flats:
             flat.detach()
-        by_kind = {}
-        for p in group["params"]:
-            by_kind.setdefault((_backend.device_of(p.data), p.data.dtype), []).append(p)
-        self._flat[index] = [FlatBuffer(params, pad_to) for params in by_kind.values()]
+        self._flat[index] = self._build_flat(group, pad_to)
         for p, state in saved:
             self._restore_param_state(p, state, group)
         return self._flat[index]
 
-    def _locate(self, p, group_index: int):
-        for flat in self._flat_buffers(group_index):
-            for i, q in enumerate(flat.params):
-                if q is p:
-                    return flat, i
-        raise KeyError("parameter not in this group")
+    _flat_buffers = flat_buffers  # the name callers used before it was public
 
-    def _init_param_state(self, flat, i, group) -> None:
-        """Create the state of parameter i (views into the flat state arrays) where it is missing."""
-        p = flat.params[i]
-        state = self.state[p]
-        for name, start in self._state_init(group).items():
-            if name not in state:
-                view = flat.storage.view(name, i)
-                view.fill(start)
-                state[name] = view
-        if self.eager_state:
-            for name, value in self._initial_scalars(group).items():
-                state.setdefault(name, value)
+    def _build_flat(self, group, pad_to: int = 1) -> list:
+        """One FlatBuffer per (device, dtype) among the group's parameters (each parameter once)."""
+        by_kind, seen = {}, set()
+        for p in group["params"]:
+            if id(p) not in seen:
+                seen.add(id(p))
+                by_kind.setdefault((_backend.device_of(p.data), p.data.dtype), []).append(p)
+        return [FlatBuffer(params, pad_to) for params in by_kind.values()]
 
     def _restore_param_state(self, p, values: dict, group) -> None:
-        """Put saved state values (arrays and scalars) into parameter p's storage."""
+        """Put saved state values (arrays and scalars, told apart by name) into parameter p's storage."""
         index = next(k for k, g in enumerate(self.param_groups) if g is group)
-        flat, i = self._locate(p, index)
-        state = self.state[p]
-        state.clear()
-        for name, value in values.items():
-            if isinstance(value, (np.ndarray,)) or _backend.is_gpu_array(value):
-                if value.ndim == 0:
-                    state[name] = self._scalar_value(name, value)
-                    continue
-                state[name] = flat.storage.load(name, i, value)
-            else:
-                state[name] = self._scalar_value(name, value)
+        flat, i = next((f, i) for f in self.flat_buffers(index) for i, q in enumerate(f.params) if q is p)
+        _fused.restore_param_state(self, flat, i, values)
 
-    def _scalar_value(self, name, value):
-        """A scalar state value as lucid keeps it: `step` an int, the rest rounded like PyTorch's scalars."""
+    def scalar_value(self, name: str, value):
+        """A saved scalar state value as lucid keeps it: `step` an int, the rest rounded like PyTorch's scalars."""
         value = float(np.asarray(_backend.to_host(value)))
         return int(round(value)) if name == "step" else float(scalar_dtype().type(value))
+
+    _scalar_value = scalar_value  # the name callers used before it was public
 
     # ------------------------------------------------------------------ state dicts
 
@@ -314,33 +286,64 @@ class Optimizer:
         """The state in PyTorch's layout: {"state": {id: {name: value}}, "param_groups": [...]}.
 
         Ids number the parameters across groups in order; arrays are host NumPy copies and scalar
-        state is a 0-d array, whichever path (fused, per-parameter, sharded) produced it.
+        state is a 0-d array (a number where PyTorch keeps one), whichever path (fused,
+        per-parameter, sharded) produced it. State-dict pre hooks run first, post hooks after (each
+        may return a replacement dict).
         """
-        return optimizer_state_dict(self)
+        for hook in list(self._state_dict_pre_hooks.values()):
+            hook(self)
+        state_dict = optimizer_state_dict(self)
+        for hook in list(self._state_dict_post_hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        return state_dict
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load a state dict (from `state_dict()`, any path, or PyTorch's layout) onto the live parameters.
+
+        Groups saved before a hyperparameter existed get it from this optimizer's defaults; `step`
+        may be a number or a 0-d array; saved `param_names` replace the live ones, and live names
+        stay when the dict has none. Load pre hooks may return a replacement dict; post hooks run after.
 
         Raises:
             ValueError: when the group count, a group's size, a state array's shape or a required
                 state key differs; nothing is changed then.
         """
+        state_dict = dict(state_dict)
+        for hook in list(self._load_state_dict_pre_hooks.values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         load_optimizer_state(self, state_dict)
+        for hook in list(self._load_state_dict_post_hooks.values()):
+            hook(self)
 
     # ------------------------------------------------------------------ hooks and printing
 
-    def register_step_pre_hook(self, hook):
+    def register_step_pre_hook(self, hook) -> HookHandle:
         """Call `hook(optimizer, args, kwargs)` before each step; it may return new (args, kwargs)."""
-        return self._add_hook(self._step_pre_hooks, hook)
+        return _add_hook(self._step_pre_hooks, hook)
 
-    def register_step_post_hook(self, hook):
+    def register_step_post_hook(self, hook) -> HookHandle:
         """Call `hook(optimizer, args, kwargs)` after each step."""
-        return self._add_hook(self._step_post_hooks, hook)
+        return _add_hook(self._step_post_hooks, hook)
 
-    def _add_hook(self, table, hook):
-        self._hook_id += 1
-        table[self._hook_id] = hook
-        return _HookHandle(table, self._hook_id)
+    def register_state_dict_pre_hook(self, hook, prepend: bool = False) -> HookHandle:
+        """Call `hook(optimizer)` before `state_dict()` builds the dict (first with `prepend`)."""
+        return _add_hook(self._state_dict_pre_hooks, hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend: bool = False) -> HookHandle:
+        """Call `hook(optimizer, state_dict)` after `state_dict()`; a returned dict replaces it."""
+        return _add_hook(self._state_dict_post_hooks, hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend: bool = False) -> HookHandle:
+        """Call `hook(optimizer, state_dict)` (a shallow copy) before loading; a returned dict is loaded."""
+        return _add_hook(self._load_state_dict_pre_hooks, hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend: bool = False) -> HookHandle:
+        """Call `hook(optimizer)` after `load_state_dict()` has loaded."""
+        return _add_hook(self._load_state_dict_post_hooks, hook, prepend)
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -351,6 +354,14 @@ class Optimizer:
 
 
 Optimizer.step = _with_step_hooks(Optimizer.step)  # subclasses' own steps are wrapped in __init_subclass__
+
+
+def _add_hook(table: OrderedDict, hook, prepend: bool = False) -> HookHandle:
+    handle = HookHandle(table)
+    table[handle.id] = hook
+    if prepend:
+        table.move_to_end(handle.id, last=False)
+    return handle
 
 
 def scalar_dtype() -> np.dtype:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 from ._checks import check_adam_family
-from ._kernels import ElementwiseRule
-from ._math import lerp, sqrt, where
+from ._hyper import value
+from .elementwise import ElementwiseRule, lerp, sqrt, where
 from .optimizer import Optimizer
 
 
@@ -52,24 +50,25 @@ class RAdam(Optimizer):
                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0,
                     decoupled_weight_decay=group["decoupled_weight_decay"])
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        beta1, beta2 = group["betas"]
-        lr, weight_decay = group["lr"], group["weight_decay"]
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        beta1, beta2 = (value(b) for b in group["betas"])
+        lr, weight_decay = value(group["lr"]), group["weight_decay"]
         bias_correction2 = 1 - beta2 ** step
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
         rectified = rho_t > 5.0
-        rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) \
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5 \
             if rectified else 0.0
-        coefficients = (1 - beta1, beta1, beta2, 1 - beta2, weight_decay, 1 - lr * weight_decay,
-                        1 - beta1 ** step, lr, bias_correction2 ** 0.5, group["eps"], rect,
-                        1.0 if rectified else 0.0)
+        coefficients = dict(beta1_weight=1 - beta1, beta1=beta1, beta2=beta2, beta2_weight=1 - beta2,
+                            weight_decay=weight_decay, param_decay=1 - lr * weight_decay,
+                            bias_correction1=1 - beta1 ** step, lr=lr, bias_correction2_sqrt=bias_correction2 ** 0.5,
+                            eps=group["eps"], rect=rect, rectified=1.0 if rectified else 0.0)
         return coefficients, {"step": step}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_eps, check_lr, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import lerp, sqrt
+from ._hyper import value
+from .elementwise import ElementwiseRule, lerp, sqrt
 from .optimizer import Optimizer
 
 
@@ -56,7 +56,7 @@ class RMSprop(Optimizer):
                         centered=centered, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         state = {"square_avg": 0.0}
         if group["momentum"] > 0:
             state["momentum_buffer"] = 0.0
@@ -64,11 +64,12 @@ class RMSprop(Optimizer):
             state["grad_avg"] = 0.0
         return state
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0,
                     centered=group["centered"], has_momentum=group["momentum"] > 0)
 
-    def _step_coefficients(self, group, before):
+    def step_coefficients(self, group, state):
         alpha = group["alpha"]
-        coefficients = (group["lr"], alpha, 1 - alpha, group["weight_decay"], group["eps"], group["momentum"])
-        return coefficients, {"step": before.get("step", 0) + 1}
+        coefficients = dict(lr=value(group["lr"]), alpha=alpha, alpha_weight=1 - alpha,
+                            weight_decay=group["weight_decay"], eps=group["eps"], momentum=group["momentum"])
+        return coefficients, {"step": state.get("step", 0) + 1}

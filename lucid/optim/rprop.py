@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_lr
-from ._kernels import ElementwiseRule
-from ._math import maximum, minimum, sign, where
+from ._hyper import value
+from .elementwise import ElementwiseRule, maximum, minimum, sign, where
 from .optimizer import Optimizer
 
 
@@ -45,13 +45,14 @@ class Rprop(Optimizer):
         defaults = dict(lr=lr, etas=tuple(etas), step_sizes=tuple(step_sizes), maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
-        return {"prev": 0.0, "step_size": group["lr"]}
+    def state_init(self, group):
+        return {"prev": 0.0, "step_size": value(group["lr"])}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"])
 
-    def _step_coefficients(self, group, before):
+    def step_coefficients(self, group, state):
         (etaminus, etaplus), (step_size_min, step_size_max) = group["etas"], group["step_sizes"]
-        coefficients = (etaminus, etaplus, step_size_min, step_size_max)
-        return coefficients, {"step": before.get("step", 0) + 1}
+        coefficients = dict(etaminus=etaminus, etaplus=etaplus, step_size_min=step_size_min,
+                            step_size_max=step_size_max)
+        return coefficients, {"step": state.get("step", 0) + 1}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ._checks import check_lr, check_non_negative
-from ._kernels import ElementwiseRule
-from ._math import where
+from ._hyper import value
+from .elementwise import ElementwiseRule, where
 from .optimizer import Optimizer
 
 
@@ -58,16 +58,15 @@ class SGD(Optimizer):
                         nesterov=nesterov, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"momentum_buffer": 0.0} if group["momentum"] != 0 else {}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"], has_weight_decay=group["weight_decay"] != 0,
                     has_momentum=group["momentum"] != 0, nesterov=group["nesterov"])
 
-    def _run_key(self, state):
-        return ("momentum_buffer" in state,) if state else (False,)
-
-    def _step_coefficients(self, group, before):
-        first = 0.0 if "momentum_buffer" in before else 1.0
-        return (group["lr"], group["weight_decay"], group["momentum"], 1 - group["dampening"], first), {}
+    def step_coefficients(self, group, state):
+        # the momentum buffer starts as the first gradient: which parameters have one decides the step
+        return dict(lr=value(group["lr"]), weight_decay=group["weight_decay"], momentum=group["momentum"],
+                    dampening_weight=1 - group["dampening"],
+                    first_step=0.0 if "momentum_buffer" in state else 1.0), {}

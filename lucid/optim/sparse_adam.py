@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from ._checks import check_betas, check_eps, check_lr
-from ._kernels import ElementwiseRule
-from ._math import sqrt, where
+from ._hyper import value
+from .elementwise import ElementwiseRule, sqrt, where
 from .optimizer import Optimizer
 
 
@@ -40,6 +40,7 @@ class SparseAdam(Optimizer):
     """
 
     rule = ElementwiseRule(sparse_adam_rule, state=("exp_avg", "exp_avg_sq"))
+    number_state = ("step",)  # PyTorch's SparseAdam counts steps in a Python int
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, maximize=False, *, fused=None):
         check_lr(lr, strict=True)
@@ -48,14 +49,15 @@ class SparseAdam(Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, maximize=maximize, fused=fused)
         super().__init__(params, defaults)
 
-    def _state_init(self, group):
+    def state_init(self, group):
         return {"exp_avg": 0.0, "exp_avg_sq": 0.0}
 
-    def _flags(self, group):
+    def rule_flags(self, group):
         return dict(maximize=group["maximize"])
 
-    def _step_coefficients(self, group, before):
-        step = before.get("step", 0) + 1
-        beta1, beta2 = group["betas"]
-        step_size = group["lr"] * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
-        return (1 - beta1, 1 - beta2, group["eps"], step_size), {"step": step}
+    def step_coefficients(self, group, state):
+        step = state.get("step", 0) + 1
+        beta1, beta2 = (value(b) for b in group["betas"])
+        step_size = value(group["lr"]) * math.sqrt(1 - beta2 ** step) / (1 - beta1 ** step)
+        return dict(beta1_weight=1 - beta1, beta2_weight=1 - beta2, eps=group["eps"], step_size=step_size), \
+            {"step": step}

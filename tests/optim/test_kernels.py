@@ -1,12 +1,11 @@
 """The rule compiler: the rule language, the on-disk kernel cache, and the CUDA translation.
 
-The CUDA body is checked without a GPU by compiling it as C++ on the host (g++) and comparing with
-the NumPy path bit for bit; a real GPU run happens in test_gpu.py where one exists.
+The CUDA kernels are checked without a GPU by compiling their source as C++ on the host (g++, see
+host_cuda.py), called through the CuPy backend's own argument binding, and compared with the NumPy
+path bit for bit; a real GPU run happens in test_gpu.py where one exists.
 """
 
-import ctypes
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,10 +13,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from lucid import optim
-from lucid.optim import _kernels, _translate
-from lucid.optim._kernels import CpuBackend, ElementwiseRule, use_cpu_backend
-from lucid.optim._math import where
+from lucid import nn, optim
+from lucid.optim import _backend_cupy, _translate
+from lucid.optim.elementwise import CpuBackend, ElementwiseRule, cuda_kernel_source, use_cpu_backend, where
+
+from .conftest import CONFIGS, config_id
+from .host_cuda import call, compile_functions, kernel_function, needs_gxx
 
 RULES = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.Adamax, optim.NAdam, optim.RAdam,
                                        optim.RMSprop, optim.Adagrad, optim.Adadelta, optim.ASGD,
@@ -71,7 +72,7 @@ def test_literals_keep_the_array_dtype_on_every_backend():
         previous = use_cpu_backend(backend)
         try:
             p = np.full(5, 1.0, dtype=np.float32)
-            rule.apply(p, np.linspace(0, 1, 5, dtype=np.float32), {}, (0.1,), {"maximize": False})
+            rule.apply(p, np.linspace(0, 1, 5, dtype=np.float32), {}, {"lr": 0.1}, {"maximize": False})
             results.append(p)
         finally:
             use_cpu_backend(previous)
@@ -89,7 +90,7 @@ def test_a_second_process_loads_the_kernel_from_the_disk_cache(tmp_path):
         opt = optim.Adam([w], lr=0.1)
         w.grad = np.ones(8, dtype=np.float32)
         opt.step()
-        (kernel,) = optim.Adam.rule._numba_kernels.values()
+        (kernel,) = [k for key, k in optim.Adam.rule.kernels.items() if key[0] == "numba"]
         print(sum(kernel.stats.cache_hits.values()), sum(kernel.stats.cache_misses.values()))
     """)
     env = {**os.environ, "LUCID_CACHE_DIR": str(tmp_path)}
@@ -104,39 +105,6 @@ def test_a_second_process_loads_the_kernel_from_the_disk_cache(tmp_path):
 
 # ---------------------------------------------------------------------------- the CUDA translation
 
-HOST_HARNESS = """
-#include <cmath>
-#define __device__
-#define __forceinline__ inline
-using std::sqrt; using std::fabs;
-{preamble}
-typedef double T;
-extern "C" void run(long n, T* param_, const T* grad_, {state_args}{coefficient_args}) {{
-    for (long i = 0; i < n; ++i) {{
-        T& param = param_[i];
-        const T lucid_grad = grad_[i];  // CuPy passes inputs as const
-{state_refs}
-{body}
-    }}
-}}
-"""
-
-
-def compile_on_host(rule, flags, active, tmp_path):
-    _, _, body = _kernels.cuda_kernel_parts(rule, flags, active)
-    source = HOST_HARNESS.format(
-        preamble=_translate.CUDA_PREAMBLE,
-        state_args="".join(f"T* {name}_, " for name in rule.state if name in active),
-        coefficient_args=", ".join(f"T {c}" for c in rule.coefficients),
-        state_refs="\n".join(f"        T& {name} = {name}_[i];" for name in rule.state if name in active),
-        body=textwrap.indent(body, "        "))
-    src, lib = tmp_path / "rule.cpp", tmp_path / "rule.so"
-    src.write_text(source)
-    subprocess.run(["g++", "-O1", "-ffp-contract=off", "-shared", "-fPIC", str(src), "-o", str(lib)],
-                   check=True, capture_output=True, timeout=120)
-    return ctypes.CDLL(str(lib)).run
-
-
 def flag_settings(rule):
     """All flags off, all on, and each one alone."""
     settings = [dict.fromkeys(rule.flags, False), dict.fromkeys(rule.flags, True)]
@@ -144,28 +112,103 @@ def flag_settings(rule):
     return settings
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="no host C++ compiler")
-@pytest.mark.parametrize("name", sorted(RULES))
-def test_cuda_translation_computes_what_numpy_computes(name, tmp_path):
+RULES = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.Adamax, optim.NAdam, optim.RAdam,
+                                       optim.RMSprop, optim.Adagrad, optim.Adadelta, optim.ASGD,
+                                       optim.Rprop, optim.SparseAdam)}
+
+
+def rule_cases(name):
+    """Every flag setting of a rule, all its state stored, with coefficients in (0.05, 0.95)."""
     rule = RULES[name].rule
-    rng = np.random.default_rng(0)
-    n = 64
-    for k, flags in enumerate(flag_settings(rule)):
-        active = rule.state
-        run = compile_on_host(rule, flags, active, tmp_path / str(k) if os.makedirs(tmp_path / str(k)) is None
-                              else tmp_path)
-        coefficients = tuple(float(c) for c in rng.uniform(0.05, 0.95, len(rule.coefficients)))
+    rng = np.random.default_rng(1)
+    return rule, [(flags, rule.state, dict(zip(rule.coefficients, rng.uniform(0.05, 0.95, len(rule.coefficients)))))
+                  for flags in flag_settings(rule)]
+
+
+def config_cases(row):
+    """A configuration's real flags, state (in the optimizer's order, and reversed) and first coefficients."""
+    name, kwargs = row
+    opt = getattr(optim, name)([nn.Parameter(np.ones(3))], **kwargs)
+    group = opt.param_groups[0]
+    order = tuple(opt.state_init(group))
+    coefficients, _ = opt.step_coefficients(group, {})
+    flags = opt.rule_flags(group)
+    return opt.rule, [(flags, order, coefficients), (flags, order[::-1], coefficients)]
+
+
+CASES = {**{("rule", name): rule_cases(name) for name in sorted(RULES)},
+         **{("config", config_id(row)): config_cases(row) for row in CONFIGS}}
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """Every case's kernel source, compiled on the host in one library: {(case, k): (function, source)}."""
+    functions, sources = [], {}
+    for key, (rule, cases) in CASES.items():
+        for k, (flags, order, _) in enumerate(cases):
+            source = cuda_kernel_source(rule, np.float64, flags, order)
+            sources[key, k] = (f"k{len(functions)}", source)
+            functions.append(kernel_function(f"k{len(functions)}", source, {"lucid_grad"}))
+    library = compile_functions(functions, tmp_path_factory.mktemp("host_cuda"))
+    return {key: (getattr(library, name), source) for key, (name, source) in sources.items()}
+
+
+def host_against_numpy(key, host_kernels, n=64, seed=0):
+    """Run each case of CASES[key] through its host-compiled CUDA kernel (arguments bound as the CuPy
+    backend binds them) and through the NumPy backend, from the same inputs; return the results."""
+    rule, cases = CASES[key]
+    results = []
+    for k, (flags, order, coefficients) in enumerate(cases):
+        function, source = host_kernels[key, k]
+        rng = np.random.default_rng(seed)  # every case starts from the same numbers
         grad = rng.standard_normal(n) * (rng.random(n) > 0.2)
-        arrays = {"param": rng.standard_normal(n), **{s: rng.uniform(0.1, 1.0, n) for s in rule.state}}
-        host = {k2: v.copy() for k2, v in arrays.items()}
-        ptr = lambda a: a.ctypes.data_as(ctypes.POINTER(ctypes.c_double))  # noqa: E731
-        run.argtypes = None
-        run(ctypes.c_long(n), ptr(host["param"]), ptr(grad), *(ptr(host[s]) for s in rule.state),
-            *(ctypes.c_double(c) for c in coefficients))
+        start = {"param": rng.standard_normal(n), **{s: rng.uniform(0.1, 1.0, n) for s in sorted(order)}}
+        host = {name: v.copy() for name, v in start.items()}
+        values = tuple(float(coefficients[c]) for c in rule.coefficients)
+        state = {name: host[name] for name in order}  # the optimizer's order, bound by name
+        call(function, n, _backend_cupy.kernel_arguments(source, host["param"], grad, state, values))
+        plain = {name: v.copy() for name, v in start.items()}
         previous = use_cpu_backend(CpuBackend.NUMPY)
         try:
-            rule.apply(arrays["param"], grad, {s: arrays[s] for s in rule.state}, coefficients, flags)
+            rule.apply(plain["param"], grad, {name: plain[name] for name in order}, coefficients, flags)
         finally:
             use_cpu_backend(previous)
-        for key in arrays:
-            np.testing.assert_array_equal(host[key], arrays[key], err_msg=f"{name} {flags} {key}")
+        results.append((f"{flags} {order}", host, plain))
+    return results
+
+
+def assert_host_equals_numpy(results, what):
+    for case, host, plain in results:
+        for key in plain:
+            np.testing.assert_array_equal(host[key], plain[key], err_msg=f"{what} {case} {key}")
+
+
+@needs_gxx
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_cuda_translation_computes_what_numpy_computes(name, host_kernels):
+    assert_host_equals_numpy(host_against_numpy(("rule", name), host_kernels), name)
+
+
+@needs_gxx
+@pytest.mark.parametrize("row", CONFIGS, ids=[config_id(c) for c in CONFIGS])
+def test_gpu_kernels_bind_state_by_name_in_any_order(row, host_kernels):
+    results = host_against_numpy(("config", config_id(row)), host_kernels)
+    assert_host_equals_numpy(results, row[0])
+    for key in results[0][2]:  # the order changes nothing
+        np.testing.assert_array_equal(results[0][2][key], results[1][2][key])
+
+
+def test_kernel_source_needs_no_gpu_and_names_its_arguments():
+    rule = optim.RMSprop.rule
+    flags = dict(maximize=False, has_weight_decay=True, centered=True, has_momentum=True)
+    source = cuda_kernel_source(rule, np.float32, flags, ("momentum_buffer", "square_avg", "grad_avg"))
+    assert source.inputs == ("lucid_grad", *rule.coefficients)
+    assert source.outputs == ("param", "square_avg", "grad_avg", "momentum_buffer")  # the rule's order
+    assert source.out_params == "T param, T square_avg, T grad_avg, T momentum_buffer"
+    assert "lucid_sqrt" in source.operation and "lucid_sqrt" in source.preamble
+    arrays = {name: np.full(2, k) for k, name in enumerate(("momentum_buffer", "square_avg", "grad_avg"))}
+    args = _backend_cupy.kernel_arguments(source, "P", "G", arrays, tuple(range(len(rule.coefficients))))
+    assert args[0] == "G" and args[len(source.inputs)] == "P"
+    assert [a[0] for a in args[len(source.inputs) + 1:]] == [1, 2, 0]  # square_avg, grad_avg, momentum_buffer
+    with pytest.raises(TypeError, match="float32 and float64"):
+        cuda_kernel_source(rule, np.float16, flags, ())

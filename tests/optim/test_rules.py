@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lucid import nn, optim
-from lucid.optim._kernels import CpuBackend, use_cpu_backend
+from lucid.optim.elementwise import CpuBackend, use_cpu_backend
 
 GRADS = [0.5, -1.0, 2.0, 0.25, -0.75, 1.5, -2.0, 0.1]
 
