@@ -61,7 +61,7 @@ def test_each_rank_holds_a_1_over_n_share_of_the_state(comm, case):
     names = {name for flats in ref._flat for f in flats for name in f.state}
     itemsize = ref._flat[0][0].dtype.itemsize
     padding = len(names) * len(sharded._flats) * (comm.size - 1) * itemsize  # at most per state array
-    mine = sharded._sharding.state_bytes()
+    mine = sharded.strategy.state_bytes()
     shares = everywhere(comm, mine)
     assert len(set(shares)) == 1, shares  # equal slices
     assert full / comm.size <= mine <= full / comm.size + padding, (mine, full, comm.size)
