@@ -174,13 +174,19 @@ def test_step_again_without_zero_grad_reuses_the_reduced_gradients(comm):
     assert_identical_everywhere(comm, model)
 
 
+# an elementwise optimizer (its flat buffers, element slices) and one with a plain step (the wrapper's
+# buffers, whole parameters when sharded)
+OPTIMIZERS = pytest.mark.parametrize("opt_class", [optim.Adam, optim.Adafactor], ids=["adam", "adafactor"])
+
+
+@OPTIMIZERS
 @pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
-def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state):
+def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state, opt_class):
     model, ref_model = make_model(), make_model()
     kwargs = dict(lr=0.01)
-    dist = DistributedOptimizer(optim.Adam(model.parameters(), **kwargs), model.named_parameters(),
+    dist = DistributedOptimizer(opt_class(model.parameters(), **kwargs), model.named_parameters(),
                                 bucket_cap_mb=1e-4, shard_state=shard_state, comm=comm)
-    ref = optim.Adam(ref_model.parameters(), **kwargs)
+    ref = opt_class(ref_model.parameters(), **kwargs)
     train(model, dist, 2, comm)
     train(ref_model, ref, 2)
     flats_before = list(dist._flats)
@@ -198,8 +204,9 @@ def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state):
     assert_identical_everywhere(comm, model)
 
 
+@OPTIMIZERS
 @pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
-def test_add_param_group_on_every_rank_replans(comm, shard_state):
+def test_add_param_group_on_every_rank_replans(comm, shard_state, opt_class):
     def run(model, offset, opt, c, steps, start):
         for step in range(start, start + steps):
             x, y = full_batch(step)
@@ -210,9 +217,9 @@ def test_add_param_group_on_every_rank_replans(comm, shard_state):
 
     model, ref_model = make_model(), make_model()
     offset, ref_offset = (nn.Parameter(np.zeros(3, dtype=np.float32)) for _ in range(2))
-    dist = DistributedOptimizer(optim.Adam(model.parameters(), lr=0.01), model.named_parameters(),
+    dist = DistributedOptimizer(opt_class(model.parameters(), lr=0.01), model.named_parameters(),
                                 bucket_cap_mb=1e-4, shard_state=shard_state, comm=comm)
-    ref = optim.Adam(ref_model.parameters(), lr=0.01)
+    ref = opt_class(ref_model.parameters(), lr=0.01)
     run(model, offset, dist, comm, 2, 0)
     run(ref_model, ref_offset, ref, None, 2, 0)
     dist.add_param_group({"params": [offset], "lr": 0.05})

@@ -12,7 +12,7 @@ import pytest
 import lucid
 from lucid import nn, optim
 
-from distributed import DistributedOptimizer, MPIComm, checkpoint
+from distributed import Compression, DistributedOptimizer, MPIComm, checkpoint
 from mpi_helpers import (assert_identical_everywhere, everywhere, full_batch, loss_on, make_model, max_difference,
                          my_share, state_difference, train, worst)
 
@@ -62,14 +62,15 @@ CASES = {  # name: (model builder, optimizer class, options)
 }
 
 
-def build(case, comm=None, shard_state=True, seed=0):
-    """(model, optimizer): wrapped on `comm`, or the bare optimizer for comm=None."""
+def build(case, comm=None, shard_state=True, seed=0, **options):
+    """(model, optimizer): wrapped on `comm` (with DistributedOptimizer `options`), or the bare optimizer for
+    comm=None."""
     make, opt_class, kwargs = CASES[case]
     model = make(seed)
     opt = opt_class(model.parameters(), **kwargs)
     if comm is not None:
         opt = DistributedOptimizer(opt, model.named_parameters(), bucket_cap_mb=1e-4, shard_state=shard_state,
-                                   comm=comm)
+                                   comm=comm, **options)
     return model, opt
 
 
@@ -134,6 +135,20 @@ def test_state_dict_is_the_single_process_one_and_loads_back_to_continue(comm, c
     assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
     assert worst(comm, state_difference(dist.state_dict(), ref.state_dict())) < TOLERANCE
     assert_identical_everywhere(comm, model)
+
+
+@pytest.mark.parametrize("options, passes, tolerance", [
+    (dict(compression=Compression.fp16), 1, 1e-3),
+    (dict(gradient_predivide_factor=2.0), 1, TOLERANCE),
+    (dict(backward_passes_per_step=2), 2, TOLERANCE),
+], ids=["fp16", "predivide", "accumulation"])
+def test_horovods_options_give_what_they_give_replicated(comm, options, passes, tolerance):
+    (sharded_model, sharded), (plain_model, plain) = build("adafactor", comm, **options), build(
+        "adafactor", comm, shard_state=False, **options)
+    for model, opt in ((sharded_model, sharded), (plain_model, plain)):
+        train(model, opt, 3, comm, passes=passes)
+    assert worst(comm, max_difference(sharded_model, plain_model)) < tolerance
+    assert_identical_everywhere(comm, sharded_model)
 
 
 @pytest.mark.parametrize("norm_type", [2.0, float("inf")], ids=["l2", "inf"])
