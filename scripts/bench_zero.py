@@ -5,7 +5,7 @@ Each optimizer is wrapped in a DistributedOptimizer twice, replicated (`shard_st
 
 - Adam (elementwise: element slices) over `--tensors` float32 vectors of `--numel` elements;
 - Adafactor and Muon (a plain step: whole parameters per rank, balanced by state bytes) over
-  `--matrices` float32 matrices of about `--numel` elements each (Muon's update is a matrix function).
+  `--matrices` float32 matrices of about `--matrix-numel` elements each (Muon's update is a matrix function).
 
 For each: the optimizer-state bytes per rank (`strategy.state_bytes()`, on every rank) and the step time
 (reduction + update [+ the parameters back from their owners when sharded]), interleaved medians. Then
@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--numel", type=int, default=100_000, help="elements per tensor")
     parser.add_argument("--tensors", type=int, default=100, help="Adam's tensors")
     parser.add_argument("--matrices", type=int, default=20, help="Adafactor's and Muon's matrices")
+    parser.add_argument("--matrix-numel", type=int, default=10_000,
+                        help="elements per matrix (Muon's Newton-Schulz steps cost ~15 rows * numel multiply-adds)")
     parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=list(OPTIMIZERS),
                         help="which optimizers to measure (the checkpoint figures need adam)")
     parser.add_argument("--threads", type=int, default=None,
@@ -71,8 +73,8 @@ def parse_args(argv=None):
 # name: (lucid.optim class name, options, shapes from args); Adam first: its sharded state is checkpointed
 OPTIMIZERS = {
     "adam": ("Adam", dict(lr=1e-3), lambda args: [(args.numel,)] * args.tensors),
-    "adafactor": ("Adafactor", dict(lr=1e-2), lambda args: [matrix_shape(args.numel)] * args.matrices),
-    "muon": ("Muon", dict(lr=2e-2), lambda args: [matrix_shape(args.numel)] * args.matrices),
+    "adafactor": ("Adafactor", dict(lr=1e-2), lambda args: [matrix_shape(args.matrix_numel)] * args.matrices),
+    "muon": ("Muon", dict(lr=2e-2), lambda args: [matrix_shape(args.matrix_numel)] * args.matrices),
 }
 
 
@@ -300,8 +302,8 @@ def markdown(report: dict) -> str:
     """The summary as Markdown, for docs/benchmarks.md."""
     c = report["config"]
     head = (f"Adam on {c['tensors']} tensors x {c['numel']:,} float32 (element slices when sharded); Adafactor and "
-            f"Muon on {c['matrices']} float32 matrices of about {c['numel']:,} elements (whole parameters per rank, "
-            f"balanced by state bytes). State MB is the largest rank's; the bound is 1/N of the total plus the "
+            f"Muon on {c['matrices']} float32 matrices of about {c['matrix_numel']:,} elements (whole parameters per "
+            f"rank, balanced by state bytes). State MB is the largest rank's; the bound is 1/N of the total plus the "
             f"largest parameter's state. Step times are medians of {c['reps']} interleaved steps (slowest rank).")
     text = head + "\n\n" + benchlib.markdown_table(SUMMARY, summary_rows(report))
     io = io_rows(report)
@@ -370,7 +372,8 @@ def plot(report: dict, path: str) -> None:
 
 
 def config_of(args) -> dict:
-    return {"tensors": args.tensors, "matrices": args.matrices, "numel": args.numel, "dtype": "float32",
+    return {"tensors": args.tensors, "matrices": args.matrices, "matrix_numel": args.matrix_numel,
+            "numel": args.numel, "dtype": "float32",
             "optimizers": list(args.optimizers), "reps": args.reps, "io_reps": args.io_reps}
 
 
@@ -389,7 +392,8 @@ def run_all(args) -> dict:
     """Run this script at each world size (1 as a plain process), each into its own JSON, then merge."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
     passed = ["--reps", str(args.reps), "--io-reps", str(args.io_reps), "--numel", str(args.numel),
-              "--tensors", str(args.tensors), "--matrices", str(args.matrices), "--optimizers", *args.optimizers,
+              "--tensors", str(args.tensors), "--matrices", str(args.matrices),
+              "--matrix-numel", str(args.matrix_numel), "--optimizers", *args.optimizers,
               "--plot", ""]
     if args.dir:
         passed += ["--dir", args.dir]

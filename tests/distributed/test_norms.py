@@ -1,12 +1,12 @@
 """distributed.norms: partial sums in float64 a chunk at a time (no float64 copy of a whole gradient), combined
-across arrays like one array's norm; and the compressors' Horovod shape."""
+across arrays like one array's norm."""
 
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from distributed import Compression, norms
+from distributed import norms
 
 
 def _reference(arrays, norm_type):
@@ -45,16 +45,3 @@ def test_a_partial_allocates_a_chunk_not_a_float64_copy_of_the_gradient(norm_typ
         tracemalloc.stop()
     assert peak <= 4 * norms.CHUNK * 8, peak
 
-
-def test_compressors_have_horovods_shape():
-    grad = np.linspace(-2, 2, 11, dtype=np.float32)
-    wire, ctx = Compression.fp16.compress(grad)
-    assert wire.dtype == np.float16 and ctx == np.float32
-    back = Compression.fp16.decompress(wire, ctx)
-    assert back.dtype == np.float32
-    np.testing.assert_allclose(back, grad, rtol=1e-3)
-    for array in (np.ones(3, np.float16), np.arange(3)):  # already float16, or not floating: unchanged
-        wire, ctx = Compression.fp16.compress(array)
-        assert wire is array and ctx is None and Compression.fp16.decompress(wire, ctx) is array
-    wire, ctx = Compression.none.compress(grad)
-    assert wire is grad and Compression.none.decompress(wire, ctx) is grad

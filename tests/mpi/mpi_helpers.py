@@ -95,6 +95,14 @@ def state_difference(sd, ref):
     return worst
 
 
+def assert_same_state_types(sd, ref) -> None:
+    """Every state value of `sd` has the type (and, for arrays and numbers, the dtype) of `ref`'s."""
+    for k, entry in ref["state"].items():
+        for name, value in entry.items():
+            mine = sd["state"][k][name]
+            assert type(mine) is type(value) and np.asarray(mine).dtype == np.asarray(value).dtype, (k, name)
+
+
 def digest(model) -> str:
     """A hash of every parameter's bytes."""
     h = hashlib.sha256()

@@ -12,13 +12,13 @@ import pytest
 import lucid
 from lucid import nn, optim
 
-from distributed import Compression, DistributedOptimizer, MPIComm, checkpoint
-from mpi_helpers import (assert_identical_everywhere, everywhere, full_batch, loss_on, make_model, max_difference,
-                         my_share, state_difference, train, worst)
+from distributed import Compression, DistributedOptimizer, checkpoint
+from mpi_helpers import (assert_identical_everywhere, assert_same_state_types, everywhere, full_batch, loss_on,
+                         make_model, max_difference, my_share, state_difference, train, worst)
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the checkpoint helpers
 from checkpoint_workload import shard  # noqa: E402
-from test_checkpoint_mpi import one_process  # noqa: E402
+from test_checkpoint_mpi import groups_of, one_process  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 
@@ -127,10 +127,7 @@ def test_state_dict_is_the_single_process_one_and_loads_back_to_continue(comm, c
     sd = dist.state_dict()
     assert sd["param_groups"] == saved["param_groups"]
     assert worst(comm, state_difference(sd, saved)) == 0
-    for k, entry in saved["state"].items():
-        for name, value in entry.items():
-            assert type(sd["state"][k][name]) is type(value) and np.asarray(sd["state"][k][name]).dtype == \
-                np.asarray(value).dtype, (k, name)
+    assert_same_state_types(sd, saved)
     train(model, dist, 3, comm, start=3)
     assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
     assert worst(comm, state_difference(dist.state_dict(), ref.state_dict())) < TOLERANCE
@@ -169,57 +166,7 @@ def test_clip_grad_norm_equals_one_process(comm, norm_type):
     assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
 
 
-class Branches(nn.Module):
-    """`trunk` always, `branch` on rank 0 only, `unused` never."""
-
-    def __init__(self):
-        super().__init__()
-        lucid.manual_seed(3)
-        self.trunk, self.branch, self.unused = nn.Linear(5, 3), nn.Linear(5, 3), nn.Linear(5, 3)
-
-    def forward(self, x, use_branch):
-        out = self.trunk(x)
-        return out + self.branch(x) if use_branch else out
-
-
-def test_a_gradient_no_rank_computes_is_skipped_and_one_some_ranks_miss_counts_as_zero(comm):
-    model, ref_model = Branches(), Branches()
-    kwargs = dict(lr=0.05, weight_decay=0.1)
-    dist = DistributedOptimizer(optim.Adafactor(model.parameters(), **kwargs), model.named_parameters(),
-                                bucket_cap_mb=1e-4, shard_state=True, comm=comm)
-    ref = optim.Adafactor(ref_model.parameters(), **kwargs)
-    unused = [p.data.copy() for p in model.unused.parameters()]
-    for step in range(3):
-        x, y = full_batch(step)
-        dist.zero_grad()
-        loss_on(lambda t: model(t, comm.rank == 0), my_share(x, comm), my_share(y, comm)).backward()
-        dist.step()
-        ref.zero_grad()
-        total = None
-        for r in range(comm.size):
-            share = (np.array_split(x, comm.size)[r], np.array_split(y, comm.size)[r])
-            loss = loss_on(lambda t: ref_model(t, r == 0), *share) * (1.0 / comm.size)
-            total = loss if total is None else total + loss
-        total.backward()
-        ref.step()
-    assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
-    for p, before in zip(model.unused.parameters(), unused):
-        np.testing.assert_array_equal(p.data, before)  # not stepped: weight decay did not touch it
-    assert worst(comm, state_difference(dist.state_dict(), ref.state_dict())) < TOLERANCE
-    assert_identical_everywhere(comm, model)
-
-
 # ---------------------------------------------------------------------------------------- checkpoints
-
-
-def _sub_communicators(world) -> dict:
-    """size -> an MPIComm of world ranks [0, size), or None on the ranks outside it (a collective)."""
-    from mpi4py import MPI
-    groups = {world.size: world}
-    for size in range(1, world.size):
-        sub = world.comm.Split(0 if world.rank < size else MPI.UNDEFINED, world.rank)
-        groups[size] = None if sub == MPI.COMM_NULL else MPIComm(sub)
-    return groups
 
 
 def _plain_tensors_in_my_shard(path, rank) -> set:
@@ -230,7 +177,7 @@ def _plain_tensors_in_my_shard(path, rank) -> set:
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(90, method="thread")
-@pytest.mark.parametrize("case", ["adafactor", "muon"])
+@pytest.mark.parametrize("case", ["adafactor", "muon", "user-subclass"])
 def test_a_checkpoint_written_by_the_owners_resumes_at_another_world_size_and_in_one_process(world, mpi_tmp_path,
                                                                                              case):
     """Saved at N ranks (sharded) after 3 steps; resumed at N - 1 sharded and replicated, at N, and in one
@@ -247,7 +194,7 @@ def test_a_checkpoint_written_by_the_owners_resumes_at_another_world_size_and_in
     if _plain_tensors_in_my_shard(path, world.rank) != set(ids):
         problems.append(f"rank {world.rank} wrote the state of {sorted(_plain_tensors_in_my_shard(path, world.rank))}"
                         f", owns {ids}")
-    groups = _sub_communicators(world)
+    groups = groups_of(world)
     for size, sharded in ((world.size - 1, True), (world.size - 1, False), (world.size, True), (None, None)):
         if size is None:  # one process, as `python train.py` is: the last rank alone, the bare optimizer
             if world.rank == world.size - 1:

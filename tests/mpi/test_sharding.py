@@ -8,8 +8,8 @@ import lucid
 from lucid import nn, optim
 
 from distributed import DistributedOptimizer
-from mpi_helpers import (assert_identical_everywhere, everywhere, full_batch, loss_on, make_model, max_difference,
-                         my_share, state_difference, train, worst)
+from mpi_helpers import (assert_identical_everywhere, assert_same_state_types, everywhere, full_batch, loss_on,
+                         make_model, max_difference, my_share, state_difference, train, worst)
 
 pytestmark = pytest.mark.timeout(60, method="thread")
 
@@ -78,10 +78,7 @@ def test_state_dict_is_the_single_process_one(comm, case):
     sd, ref_sd = sharded.state_dict(), ref.state_dict()
     assert sd["param_groups"] == ref_sd["param_groups"]
     assert worst(comm, state_difference(sd, ref_sd)) < TOLERANCE
-    for k, entry in ref_sd["state"].items():
-        for name, value in entry.items():
-            assert type(sd["state"][k][name]) is type(value) and np.asarray(sd["state"][k][name]).dtype == \
-                np.asarray(value).dtype, (k, name)
+    assert_same_state_types(sd, ref_sd)
     digests = everywhere(comm, repr(sorted((k, n, np.asarray(v).tobytes()) for k, e in sd["state"].items()
                                             for n, v in e.items())))
     assert len(set(digests)) == 1  # every rank gets the same full dict
