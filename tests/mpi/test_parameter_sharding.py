@@ -55,10 +55,17 @@ def matrices(seed=0):
                          nn.Linear(6, 3, bias=False))
 
 
+def one_matrix(seed=0):
+    """One parameter: at 2 and 3 ranks some ranks own nothing."""
+    lucid.manual_seed(seed)
+    return nn.Linear(5, 3, bias=False)
+
+
 CASES = {  # name: (model builder, optimizer class, options)
     "adafactor": (make_model, optim.Adafactor, dict(lr=0.05, weight_decay=0.1)),
     "muon": (matrices, optim.Muon, dict(lr=0.05)),
     "user-subclass": (make_model, NormalizedMomentum, dict(lr=0.05)),
+    "one-parameter": (one_matrix, optim.Adafactor, dict(lr=0.05)),
 }
 
 
@@ -177,7 +184,7 @@ def _plain_tensors_in_my_shard(path, rank) -> set:
 
 @pytest.mark.mpi(min_size=2)
 @pytest.mark.timeout(90, method="thread")
-@pytest.mark.parametrize("case", ["adafactor", "muon", "user-subclass"])
+@pytest.mark.parametrize("case", CASES)
 def test_a_checkpoint_written_by_the_owners_resumes_at_another_world_size_and_in_one_process(world, mpi_tmp_path,
                                                                                              case):
     """Saved at N ranks (sharded) after 3 steps; resumed at N - 1 sharded and replicated, at N, and in one
