@@ -13,8 +13,9 @@ import lucid
 from lucid import nn, optim
 
 from distributed import Compression, DistributedOptimizer, checkpoint
-from mpi_helpers import (assert_identical_everywhere, assert_same_state_types, everywhere, full_batch, loss_on,
-                         make_model, max_difference, my_share, state_difference, train, worst)
+from mpi_helpers import (assert_continues_like, assert_identical_everywhere, assert_same_state_types,
+                         clip_alongside, everywhere, interrupted, make_model, max_difference,
+                         state_difference, train, worst)
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: the checkpoint helpers
 from checkpoint_workload import shard  # noqa: E402
@@ -122,11 +123,7 @@ def test_each_rank_holds_its_own_parameters_state_at_most_1_over_n_plus_one_para
 @pytest.mark.parametrize("case", CASES)
 def test_state_dict_is_the_single_process_one_and_loads_back_to_continue(comm, case):
     ref_model, ref = build(case)
-    train(ref_model, ref, 3)
-    checkpoint_params = [p.data.copy() for p in ref_model.parameters()]
-    saved = ref.state_dict()
-    train(ref_model, ref, 3, start=3)  # the uninterrupted run
-
+    checkpoint_params, saved = interrupted(ref_model, ref)
     model, dist = build(case, comm, seed=5)  # other values: everything comes from the saved state
     for p, value in zip(model.parameters(), checkpoint_params):
         p.data[...] = value
@@ -135,10 +132,7 @@ def test_state_dict_is_the_single_process_one_and_loads_back_to_continue(comm, c
     assert sd["param_groups"] == saved["param_groups"]
     assert worst(comm, state_difference(sd, saved)) == 0
     assert_same_state_types(sd, saved)
-    train(model, dist, 3, comm, start=3)
-    assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
-    assert worst(comm, state_difference(dist.state_dict(), ref.state_dict())) < TOLERANCE
-    assert_identical_everywhere(comm, model)
+    assert_continues_like(comm, model, dist, ref_model, ref, TOLERANCE)
 
 
 @pytest.mark.parametrize("options, passes, tolerance", [
@@ -159,15 +153,7 @@ def test_horovods_options_give_what_they_give_replicated(comm, options, passes, 
 def test_clip_grad_norm_equals_one_process(comm, norm_type):
     model, dist = build("adafactor", comm)
     ref_model, ref = build("adafactor")
-    norms, ref_norms = [], []
-    for step in range(3):
-        x, y = full_batch(step)
-        dist.zero_grad(), ref.zero_grad()
-        loss_on(model, my_share(x, comm), my_share(y, comm)).backward()
-        loss_on(ref_model, x, y).backward()
-        norms.append(float(dist.clip_grad_norm_(0.05, norm_type).item()))
-        ref_norms.append(float(nn.utils.clip_grad_norm_(ref_model.parameters(), 0.05, norm_type).item()))
-        dist.step(), ref.step()
+    norms, ref_norms = clip_alongside(comm, model, dist, ref_model, ref, 0.05, norm_type)
     assert len(set(everywhere(comm, tuple(norms)))) == 1
     assert worst(comm, float(np.max(np.abs(np.array(norms) - ref_norms) / np.array(ref_norms)))) < 1e-5
     assert worst(comm, max_difference(model, ref_model)) < TOLERANCE
