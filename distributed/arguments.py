@@ -11,10 +11,8 @@ from .compression import Compressor
 
 
 def check_arguments(optimizer, op, compression, passes, bucket_cap_mb) -> None:
-    """Raise TypeError / ValueError for what DistributedOptimizer cannot take."""
-    from .optimizer import DistributedOptimizer
-    if isinstance(optimizer, DistributedOptimizer):
-        raise TypeError("the optimizer is already a DistributedOptimizer")
+    """Raise TypeError / ValueError for what DistributedOptimizer cannot take (it checks for itself being
+    wrapped again)."""
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"DistributedOptimizer wraps a lucid.optim.Optimizer, not {type(optimizer).__name__}")
     try:

@@ -20,7 +20,6 @@ class Bucket:
     last: int
     start: int
     stop: int
-    wire: object = field(default=None, repr=False)      # compressed copy of the gradients, when compressing
     received: object = field(default=None, repr=False)  # this rank's reduced piece, when sharding
 
     @property

@@ -11,6 +11,7 @@ from lucid import _backend
 from lucid.tensor import Tensor
 
 from . import comm as _comm
+from .agreement import check_same_layout
 
 
 def _arrays(params):
@@ -36,7 +37,6 @@ def broadcast_parameters(params, root_rank: int = 0, comm=None) -> None:
     comm = comm or _comm.world()
     arrays = _arrays(params)
     names = [(name, tuple(a.shape), a.dtype.name) for name, a in arrays]
-    from .optimizer import check_same_layout
     check_same_layout(comm, [("broadcast_parameters",)] + names)
     for _, array in arrays:
         if not array.flags.c_contiguous:

@@ -1,11 +1,14 @@
 """DistributedOptimizer: wraps any lucid optimizer and averages (or sums) gradients across ranks.
 
-Gradients live in the wrapped optimizer's flat buffers (`lucid.optim._flat`); buckets are slices of
-them (`buckets.py`). Each parameter's post-accumulate-grad hook marks it ready; a bucket whose
-gradients are all ready starts a non-blocking all-reduce at once, in bucket order, so communication
-overlaps the rest of backward. `step()` waits for the buckets, then runs the wrapped optimizer's
-(fused) step. With `shard_state=True` the reduction becomes a reduce-scatter and the step runs on this
-rank's shard only (`sharding.py`).
+Gradients live in flat buffers (the wrapped optimizer's own, or the strategy's for a plain optimizer);
+buckets are slices of them (`buckets.py`). Each parameter's post-accumulate-grad hook marks it ready;
+a bucket whose gradients are all ready starts its reduction at once, in bucket order, so
+communication overlaps the rest of backward. `step()` waits for the buckets, then steps. Where the
+optimizer state lives, how a bucket is reduced, what each rank steps and how parameters come back is
+the business of one strategy (`strategies/`): replicated (all-reduce, every rank steps everything),
+or with `shard_state=True` sharded optimizer state, ZeRO stage 1 (reduce-scatter, each rank steps
+what it owns, the parameters go back to every rank): element slices for an elementwise optimizer,
+whole parameters for one with a plain step. The wrapper never asks which.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import warnings
 
 import numpy as np
 
-from lucid import _backend, autograd
-from lucid.optim._flat import FlatBuffer
+from lucid import autograd
+from lucid.tensor import Tensor
 
 from . import comm as _comm
 from . import joining as _joining
+from . import strategies
 from .agreement import LayoutMismatchError, check_same_layout
 from .arguments import check_arguments, check_predivide, parameter_names
 from .buckets import Readiness, plan_buckets
@@ -41,7 +45,10 @@ class DistributedOptimizer(JoinableOptimizer):
         compression: `Compression.none` or `Compression.fp16` (gradients travel as float16).
         backward_passes_per_step: backward passes accumulated locally before one reduction.
         bucket_cap_mb: the most MiB of gradients one all-reduce carries.
-        shard_state: partition optimizer state across ranks (ZeRO stage 1/2).
+        shard_state: partition the optimizer state across ranks (ZeRO stage 1: optimizer state only;
+            every rank keeps all parameters and a full gradient buffer). Element slices for an
+            elementwise optimizer, whole parameters (balanced by state bytes) for one with a plain
+            `step`; LBFGS cannot be sharded.
         comm: a `Communicator` (default: `distributed.init()`).
         gradient_predivide_factor: with op=Average, gradients are divided by this factor before the
             sum and by (ranks / factor) after it (Horovod's; 1.0: the plain average).
@@ -50,11 +57,12 @@ class DistributedOptimizer(JoinableOptimizer):
     def __init__(self, optimizer, named_parameters=None, *, op=_comm.Average, compression=Compression.none,
                  backward_passes_per_step: int = 1, bucket_cap_mb: float = 25.0, shard_state: bool = False,
                  comm=None, gradient_predivide_factor: float = 1.0):
+        if isinstance(optimizer, DistributedOptimizer):
+            raise TypeError("the optimizer is already a DistributedOptimizer")
         check_arguments(optimizer, op, compression, backward_passes_per_step, bucket_cap_mb)
         self.gradient_predivide_factor = check_predivide(gradient_predivide_factor, op)
-        if shard_state and not optimizer.elementwise:
-            raise ValueError(f"shard_state=True needs an elementwise optimizer, whose update splits by element; "
-                             f"{type(optimizer).__name__} is not elementwise (it has no rule)")
+        if shard_state:
+            strategies.check_shardable(optimizer)
         self.optimizer = optimizer
         self.comm = comm if comm is not None else _comm.init()
         self.op = _comm.ReduceOp(op)
@@ -64,11 +72,10 @@ class DistributedOptimizer(JoinableOptimizer):
         self.shard_state = bool(shard_state)
         self._names = parameter_names(optimizer, named_parameters)
         self._user_named = named_parameters is not None
-        self._own_flats = {}
         self._requests = {}
         self._synchronized = None  # None, "user" or "internal": who reduced this step's gradients
         self._should_synchronize = True
-        self._sharding = None
+        self._strategy = None
         self._sync_enabled = True   # False inside no_sync()
         self._shadowing = False     # True while a joined rank shadows the others' presence exchange
         self._consolidated = None   # consolidate_state_dict()'s full dict, on its rank, until the next step
@@ -104,11 +111,17 @@ class DistributedOptimizer(JoinableOptimizer):
         """The flat buffers this optimizer reduces and steps, in order (read them; do not modify them).
 
         Each has `params`, `span(i)` (parameter i's [start, stop) in the flat arrays) and `storage`, whose
-        `span` is the flat range whose optimizer state this rank holds (all of it unless `shard_state`)
-        and whose `view(name, i)` is parameter i's part of state `name`. Checkpoints save and load each
-        rank's own part through it.
+        `span` is the flat range whose elementwise optimizer state this rank holds (all of it unless
+        the state is element-sharded) and whose `view(name, i)` is parameter i's part of state `name`.
         """
         return list(self._flats)
+
+    @property
+    def strategy(self):
+        """Where the optimizer state lives (`strategies.ReplicatedState`, `ElementShardedState` or
+        `ParameterShardedState`): its `state_bytes()` is what this rank holds, its `checkpoint_view()`
+        what distributed.checkpoint saves and loads here."""
+        return self._strategy
 
     def register_step_pre_hook(self, hook):
         return self.optimizer.register_step_pre_hook(hook)
@@ -123,42 +136,22 @@ class DistributedOptimizer(JoinableOptimizer):
 
     # ------------------------------------------------------------------ layout
 
-    def _group_flats(self, index: int) -> list:
-        """The flat buffers of group `index`: the optimizer's own, or ours for a plain optimizer."""
-        if self.optimizer.elementwise:
-            return self.optimizer.flat_buffers(index, pad_to=self._pad_to())
-        flats = self._own_flats.get(index)
-        if flats is None or not all(f.is_intact() for f in flats):
-            kinds = {}
-            for p in self.optimizer.param_groups[index]["params"]:
-                kinds.setdefault((p.device, p.dtype), []).append(p)
-            flats = self._own_flats[index] = [FlatBuffer(ps) for ps in kinds.values()]
-        return flats
-
-    def _pad_to(self) -> int:
-        return self.comm.size if self.shard_state else 1
-
     def _build(self) -> None:
-        """Plan buckets over the current flat buffers and check that every rank has the same layout.
+        """Plan a strategy and buckets over its flat buffers; check that every rank has the same layout.
 
         Called at wrap time and, on every rank together, when a rank rebound a parameter's `.data`
-        (the flat buffers were rebuilt) or a group was added. Sharded state is gathered first and
-        re-sliced after, so it survives the new layout.
+        (the flat buffers were rebuilt) or a group was added. The old strategy hands its state over
+        (gathered first when it was sharded), so the state survives the new layout.
         """
-        full_state = None
-        if self._sharding is not None:
-            full_state = self._sharding.state_dict()
-            self._sharding.release()
-        self._flats = [f for i in range(len(self.optimizer.param_groups)) for f in self._group_flats(i)]
+        handover = self._strategy.release() if self._strategy is not None else None
+        strategy = strategies.create(self, self.shard_state)
+        self._flats = strategy.flats
         self._buckets = plan_buckets(self._flats, int(self.bucket_cap_mb * 2 ** 20))
         self._readiness = Readiness(self._buckets, self.backward_passes_per_step)
         self._bucket_params = [p for b in self._buckets for p in b.params]
         check_same_layout(self.comm, self._layout())
-        if self.shard_state:
-            from .sharding import ShardedState
-            self._sharding = ShardedState(self)
-            if full_state is not None:
-                self._sharding.load_state_dict(full_state)
+        strategy.start(handover)
+        self._strategy = strategy
 
     def _layout(self) -> list:
         """What must match across ranks: the options, then each parameter in bucket order."""
@@ -192,27 +185,7 @@ class DistributedOptimizer(JoinableOptimizer):
     def _launch(self, bucket) -> None:
         """Start the reduction of one bucket."""
         self._synchronized = None
-        if self._sharding is not None:
-            self._requests[bucket.index] = self._sharding.launch(bucket)
-            return
-        wire_dtype = self.compression.wire_dtype(bucket.grad.dtype)
-        call = self.call("gradients", bucket.index, shadow=True)
-        if wire_dtype is None:
-            pre, post = self.scale_factors()
-            self._requests[bucket.index] = self.comm.iallreduce(bucket.grad, self.op, call=call, prescale_factor=pre,
-                                                                postscale_factor=post)
-            return
-        if bucket.wire is None or bucket.wire.shape != bucket.grad.shape:
-            bucket.wire = bucket.flat.xp.empty(bucket.grad.shape, dtype=wire_dtype)
-        # average (or predivide) before the cast: a float16 sum of full gradients overflows sooner
-        bucket.flat.xp.multiply(bucket.grad, self.wire_scale(), out=bucket.wire, casting="same_kind")
-        request = self.comm.iallreduce(bucket.wire, _comm.Sum, call=call)
-
-        def finish():
-            request.wait()
-            bucket.flat.xp.copyto(bucket.grad, bucket.wire)
-            self.rescale(bucket.grad, request.contributors)
-        self._requests[bucket.index] = _comm.Request(None, finish)
+        self._requests[bucket.index] = self._strategy.launch(bucket)
 
     def wire_scale(self) -> float:
         """The factor gradients get before a compressed (or sharded) sum: the predivide, else 1/size."""
@@ -236,8 +209,8 @@ class DistributedOptimizer(JoinableOptimizer):
     def _reduce(self, who: str) -> None:
         if self._synchronized:
             return
-        if self.comm.size > 1 or self._sharding is not None:
-            present = np.array([p._grad is not None for p in self._bucket_params]
+        if self.comm.size > 1:
+            present = np.array([p.grad is not None for p in self._bucket_params]
                                + [not all(f.is_intact() for f in self._flats)], dtype=np.uint8)
             if self._shadowing:
                 present[:] = 0  # a joined rank contributes no gradient
@@ -247,11 +220,11 @@ class DistributedOptimizer(JoinableOptimizer):
             # bytes travel while the gradients do
             presence, anywhere = self.comm.iallreduce_max(present, call=self.call("gradient presence", shadow=True))
             for bucket in self._buckets:
-                self._requests.pop(bucket.index).wait()
+                self._strategy.finish(bucket, self._requests.pop(bucket.index))
             presence.wait()
             for p, seen in zip(self._bucket_params, anywhere[:-1]):
                 if not seen:
-                    p._grad = None  # no rank computed it: leave it out of the step, as one process would
+                    p.grad = None  # no rank computed it: leave it out of the step, as one process would
             if anywhere[-1]:
                 self._build()  # some rank rebound a parameter's .data: everyone re-plans, together
         elif not all(f.is_intact() for f in self._flats):
@@ -262,10 +235,10 @@ class DistributedOptimizer(JoinableOptimizer):
     def _fill_missing(self, bucket):
         """Count a parameter without a gradient as a zero gradient (as DDP does), so ranks stay in step."""
         for i, p in enumerate(bucket.params, bucket.first):
-            if p._grad is None:
+            if p.grad is None:
                 view = bucket.flat.view(bucket.flat.grad, i)
                 view.fill(0)
-                p._grad = view
+                p.grad = view
         return bucket
 
     @contextlib.contextmanager
@@ -317,10 +290,7 @@ class DistributedOptimizer(JoinableOptimizer):
     def _local_step(self) -> None:
         """The wrapped optimizer's step on the reduced gradients (this rank's shard, then an all-gather)."""
         self._consolidated = None
-        if self._sharding is not None:
-            self._sharding.step()
-        else:
-            self.optimizer.step()
+        self._strategy.step()
         self._steps += 1
         self._synchronized = None
 
@@ -332,7 +302,6 @@ class DistributedOptimizer(JoinableOptimizer):
             self._reduce("internal")
             self._synchronized = None  # the next evaluation's gradients are new
             if self.comm.size > 1 and loss is not None:
-                from lucid.tensor import Tensor
                 value = np.array([float(loss)], dtype=np.float64)
                 self.comm.allreduce(value, self.op, call=self.call("closure loss"))
                 loss = Tensor(value[0])
@@ -359,19 +328,11 @@ class DistributedOptimizer(JoinableOptimizer):
         return self._clip(float(max_norm), float(norm_type))
 
     def _clip(self, max_norm: float, norm_type: float):
-        from lucid.tensor import Tensor
-        total = self._global_norm(norm_type)
+        total = self._strategy.grad_norm(norm_type)
         coefficient = min(float(max_norm) / (total + 1e-6), 1.0)
         for flat in self._flats:
             flat.grad *= flat.grad.dtype.type(coefficient)
         return Tensor(np.float64(total))
-
-    def _global_norm(self, norm_type: float) -> float:
-        """The norm of all reduced gradients, from per-buffer partial sums in float64."""
-        if self._sharding is not None:
-            return self._sharding.global_norm(norm_type)
-        partials = [_partial_norm(f.grad[:f.numel], norm_type) for f in self._flats]
-        return _combine_norms(partials, norm_type)
 
     # ------------------------------------------------------------------ state
 
@@ -380,9 +341,7 @@ class DistributedOptimizer(JoinableOptimizer):
         except on the rank that `consolidate_state_dict()` gathered it onto, until the next step)."""
         if self._consolidated is not None:
             return dict(self._consolidated, param_groups=self.optimizer.state_dict()["param_groups"])
-        if self._sharding is not None:
-            return self._sharding.state_dict()
-        return self.optimizer.state_dict()
+        return self._strategy.state_dict()
 
     def consolidate_state_dict(self, to: int = 0) -> None:
         """Gather the full state dict onto rank `to` (torch ZeroRedundancyOptimizer's; every rank calls it).
@@ -393,20 +352,19 @@ class DistributedOptimizer(JoinableOptimizer):
         if isinstance(to, bool) or not isinstance(to, int) or not 0 <= to < self.comm.size:
             raise ValueError(f"consolidate_state_dict: rank {to!r} is out of range for a world of size "
                              f"{self.comm.size}")
-        if self._sharding is not None:
-            full = self._sharding.state_dict()
-        else:
-            self.comm.barrier(call=self.call("consolidate_state_dict"))  # a collective for every rank alike
-            full = self.optimizer.state_dict()
+        self.comm.barrier(call=self.call("consolidate_state_dict"))  # a collective whatever the strategy
+        full = self._strategy.state_dict()
         self._consolidated = full if self.comm.rank == to else None
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load a full state dict (from any world size, or from a plain optimizer)."""
+        """Load a full state dict (from any world size, or from a plain optimizer); each rank keeps what it owns.
+
+        Raises:
+            JoinedError: while some rank is inside `distributed.join()` (it could not load the same
+                state); with sharded state every rank not joined raises it, as the load is a collective.
+        """
         self._consolidated = None
-        if self._sharding is not None:
-            self._sharding.load_state_dict(state_dict)
-        else:
-            self.optimizer.load_state_dict(state_dict)
+        self._strategy.load_state_dict(state_dict)
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group to the wrapped optimizer and re-plan the buckets (call it on every rank)."""
@@ -419,18 +377,3 @@ class DistributedOptimizer(JoinableOptimizer):
             self._hooks += [p.register_post_accumulate_grad_hook(self._on_gradient) for p in new]
         self._build()
 
-
-def _partial_norm(grad, norm_type: float) -> float:
-    """max |g| (inf norm) or sum |g|^p of one gradient array, in float64."""
-    xp = _backend.array_module(grad)
-    values = grad.astype(np.float64, copy=False)
-    if norm_type == float("inf"):
-        return float(xp.abs(values).max()) if values.size else 0.0
-    return float((xp.abs(values) ** norm_type).sum())
-
-
-def _combine_norms(partials: list, norm_type: float) -> float:
-    """The norm from per-buffer partials: their max (inf norm) or (sum of partials)^(1/p)."""
-    if norm_type == float("inf"):
-        return max(partials, default=0.0)
-    return sum(partials) ** (1.0 / norm_type)

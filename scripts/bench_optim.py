@@ -144,8 +144,7 @@ def torch_setup(name, kwargs, shapes, fused, args):
 
 
 def flat_buffers(opt) -> list:
-    group_flats = getattr(opt, "flat_buffers", None) or opt._flat_buffers  # a checkout from before it was public
-    return [f for i in range(len(opt.param_groups)) for f in group_flats(i)]
+    return [f for i in range(len(opt.param_groups)) for f in opt.flat_buffers(i)]
 
 
 _ROOFLINE = '''

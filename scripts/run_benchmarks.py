@@ -36,7 +36,8 @@ QUICK = {
     "comm": ["--tensors", "2", "--numel", "1000", "--reps", "1", "--warmup", "1", "--caps", "25",
              "--sizes", "4096", "--no-torch"],
     "comm-single": ["--tensors", "2", "--numel", "1000", "--reps", "1", "--warmup", "1"],
-    "zero": ["--sizes", "1", "2", "--tensors", "2", "--numel", "1000", "--reps", "1", "--io-reps", "1"],
+    "zero": ["--sizes", "1", "2", "--tensors", "2", "--numel", "1000", "--matrices", "2", "--matrix-numel", "100",
+             "--reps", "1", "--io-reps", "1"],
 }
 
 

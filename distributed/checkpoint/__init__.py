@@ -65,8 +65,8 @@ def save(path, *, model=None, optimizer=None, extra=None) -> None:
             `path` is running, or writing fails; the checkpoint already in `path` is then untouched.
     """
     from ._save import save as _save
-    target = describe(model, optimizer)
-    _save(os.fspath(path), _communicator(optimizer), model, target, extra)
+    comm = _communicator(optimizer)
+    _save(os.fspath(path), comm, model, describe(model, optimizer, comm), extra)
 
 
 def load(path, *, model=None, optimizer=None):
@@ -76,8 +76,8 @@ def load(path, *, model=None, optimizer=None):
     any rank raises the same CheckpointError on every rank before anything is changed.
     """
     from ._load import load as _load
-    target = describe(model, optimizer)
-    return _load(os.fspath(path), _communicator(optimizer), model, target)
+    comm = _communicator(optimizer)
+    return _load(os.fspath(path), comm, model, describe(model, optimizer, comm))
 
 
 __all__ = ["save", "load", "inspect", "consolidate", "CheckpointError"]

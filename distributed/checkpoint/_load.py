@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lucid import _backend
 from lucid.serialization import from_structure
 
 from ._format import CheckpointError
@@ -28,7 +27,7 @@ class Staged:
     kind: str = ""
     values: dict = field(default_factory=dict)   # elementwise: {k: {name: 1-D needed range}}
     scalars: dict = field(default_factory=dict)  # elementwise: {k: {name: number}}
-    plain: dict | None = None                    # plain: the whole state ({k: {name: value}})
+    plain: dict | None = None                    # plain: the state of the parameters needed ({k: {name: value}})
 
 
 def load(directory: str, comm, model, target):
@@ -71,15 +70,42 @@ def stage(checkpoint, model, target, comm) -> Staged:
         section = manifest.optimizer
         staged.groups, staged.kind = section["groups"], section["kind"]
         if section["kind"] == "plain":
-            arrays = {name: checkpoint.read_whole(s) for name, s in section["plain"]["tensors"].items()}
-            staged.plain = from_structure(section["plain"]["structure"], arrays, manifest.file)
+            staged.plain = _needed_plain_state(checkpoint, section["plain"], target)
         else:
             staged.scalars = section["scalars"]
             for entry in section["state"]:
-                start, stop = target.needed_range(target.params[entry["param"]])
-                staged.values.setdefault(entry["param"], {})[entry["name"]] = checkpoint.read(
-                    entry["stored"], start, stop)
+                k = entry["param"]
+                start, stop = target.view.needed(k, target.params[k])
+                staged.values.setdefault(k, {})[entry["name"]] = checkpoint.read(entry["stored"], start, stop)
     return staged
+
+
+def _needed_plain_state(checkpoint, plain: dict, target) -> dict:
+    """The saved state of the parameters this rank needs, reading only the tensors they refer to."""
+    needed = [entry for entry in plain["structure"]["dict"]
+              if _nonempty(target.view.needed(entry[0], target.params[entry[0]]))]
+    arrays = {name: checkpoint.read_whole(plain["tensors"][name]) for name in _tensor_names(needed)}
+    return from_structure({"dict": needed}, arrays, checkpoint.manifest.file)
+
+
+def _nonempty(span: tuple) -> bool:
+    return span[1] > span[0]
+
+
+def _tensor_names(node) -> list:
+    """The tensors (and NumPy scalars) a lucid.serialization structure refers to, in order."""
+    names, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            (tag, value), = item.items() if len(item) == 1 else ((None, None),)
+            if tag in ("tensor", "scalar") and isinstance(value, str):
+                names.append(value)
+            else:
+                stack.extend(reversed(list(item.values())))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return list(dict.fromkeys(names))
 
 
 def _fail(manifest, message: str):
@@ -194,11 +220,8 @@ def commit(staged: Staged, model, target) -> None:
     """Apply staged values: the optimizer (which validates before changing anything), then the model."""
     if target.optimizer is not None:
         try:
-            if target.sharded:
-                _commit_sharded(staged, target)
-            else:
-                target.optimizer.load_state_dict({"state": _state_dict_state(staged, target),
-                                                  "param_groups": _packed_groups(staged, target)})
+            target.view.load({"state": _state_dict_state(staged, target),
+                              "param_groups": _packed_groups(staged, target)})
         except ValueError as exc:  # its own validation: nothing changed
             raise CheckpointError(f"cannot load the checkpoint, nothing was loaded: the optimizer refused its "
                                   f"state ({exc})") from None
@@ -218,28 +241,8 @@ def _state_dict_state(staged: Staged, target) -> dict:
     if staged.kind == "plain":
         return staged.plain
     state = {}
-    for k, p in enumerate(target.params):
+    for k in range(len(target.params)):
         if k in staged.scalars or k in staged.values:
-            state[k] = {**staged.scalars.get(k, {}),
-                        **{n: v.reshape(p.shape) for n, v in staged.values.get(k, {}).items()}}
+            state[k] = {**staged.scalars.get(k, {}), **staged.values.get(k, {})}
     return state
 
-
-def _commit_sharded(staged: Staged, target) -> None:
-    """Put each rank's slice straight into its shard storage (no full-size arrays on any rank)."""
-    optimizer = target.optimizer
-    for group, saved in zip(optimizer.param_groups, staged.groups):
-        params = group["params"]
-        group.clear()
-        group.update(saved)
-        group["params"] = params
-    optimizer.state.clear()
-    for k, p in enumerate(target.params):
-        if k not in staged.scalars and k not in staged.values:
-            continue
-        state = optimizer.state[p]
-        for name, value in staged.values.get(k, {}).items():
-            storage = target.state_storage(p, name)
-            storage[...] = _backend.to_device(value, _backend.device_of(storage))
-            state[name] = storage
-        state.update(staged.scalars.get(k, {}))

@@ -28,7 +28,7 @@ from . import _directory as disk
 from ._agree import agree, fingerprint
 from ._format import (CHECKSUM_KEY, DTYPE_CODES, FORMAT, MANIFEST, VERSION, CheckpointError, Field, checksum,
                       save_dir_name, shard_name)
-from ._layout import model_piece, rank0_piece
+from ._layout import model_piece
 from ._manifest import NAME, check_pieces
 from ._shards import shard_metadata, write_shard
 
@@ -43,6 +43,7 @@ class Plan:
     tensors: dict = field(default_factory=dict)      # key -> 1-D array (this rank's piece)
     pieces: dict = field(default_factory=dict)       # key -> [start, stop]
     sections: dict = field(default_factory=dict)     # "model", "optimizer", "extra" (without pieces)
+    plain: dict = field(default_factory=dict)        # the plain-state entries this rank writes (see _plain_state)
     spec: list = field(default_factory=list)         # (what, value) pairs every rank must agree on
     fingerprints: list = field(default_factory=list)  # (what, hash) of tensors every rank holds alike
 
@@ -72,7 +73,7 @@ def prepare(directory: str, model, target, extra, rank: int, world_size: int) ->
     else:
         plan.spec.append((_MODEL, None))
     if target.optimizer is not None:
-        _prepare_optimizer(plan, target, rank, world_size)
+        _prepare_optimizer(plan, target)
     else:
         plan.spec.append(("optimizer class", None))
     structure, arrays = to_structure(extra if extra is not None else {})
@@ -96,7 +97,7 @@ def _prepare_model(plan: Plan, model, rank: int, world_size: int) -> None:
     plan.spec.append((_MODEL, [(e["name"], tuple(e["shape"]), e["dtype"]) for e in entries]))
 
 
-def _prepare_optimizer(plan: Plan, target, rank: int, world_size: int) -> None:
+def _prepare_optimizer(plan: Plan, target) -> None:
     optimizer = target.optimizer
     groups, group_arrays = to_structure([{k: v for k, v in g.items() if k != "params"}
                                          for g in optimizer.param_groups])
@@ -114,46 +115,60 @@ def _prepare_optimizer(plan: Plan, target, rank: int, world_size: int) -> None:
                    [(p["name"], tuple(p["shape"]), p["dtype"]) for p in params]),
                   ("sharded optimizer state", target.sharded)]
     if target.elementwise:
-        section.update(kind="elementwise", **_elementwise_state(plan, target, rank, world_size))
+        section.update(kind="elementwise", **_elementwise_state(plan, target))
     else:
-        section.update(kind="plain", **_plain_state(plan, optimizer, rank))
+        section.update(kind="plain")
+        _plain_state(plan, target)
     plan.sections["optimizer"] = section
 
 
-def _elementwise_state(plan: Plan, target, rank: int, world_size: int) -> dict:
-    """An elementwise optimizer's state: declared scalars into the manifest, arrays into the shards."""
+def _elementwise_state(plan: Plan, target) -> dict:
+    """An elementwise optimizer's state: declared scalars into the manifest, arrays into the shards (each
+    rank the part its state view says it writes)."""
     scalar_names = set(target.optimizer.scalar_state)
+    view = target.view
     scalars, entries = {}, []
     for k, p in enumerate(target.params):
         for name, value in (target.optimizer.state.get(p) or {}).items():
             if name in scalar_names:
                 scalars.setdefault(str(k), {})[name] = _scalar(name, value)
                 continue
-            start, stop = target.write_range(p, rank, world_size)
+            (low, high), (start, stop) = view.held(k, p), view.written(k, p)
             flat = value.reshape(-1) if hasattr(value, "reshape") else None
-            held = stop - start if target.sharded else p.data.size
-            if flat is None or flat.size != held:
+            if flat is None or flat.size != high - low:
                 raise TypeError(f"state {name!r} of parameter {k} is neither scalar state "
                                 f"{sorted(scalar_names)} nor an array of the parameter's elements")
-            plan.add(f"optim/{k}/{name}", flat if target.sharded else flat[start:stop], start, stop)
+            plan.add(f"optim/{k}/{name}", flat[start - low:stop - low], start, stop)
             entries.append({"param": k, "name": name, "dtype": value.dtype.name})
-            if not target.sharded:
+            if view.replicated:
                 plan.fingerprints.append((f"optimizer state {name!r} of parameter {k}", fingerprint(value)))
     plan.spec += [("scalar state of parameter", scalars),
                   ("optimizer state entries", [(e["param"], e["name"]) for e in entries])]
     return {"scalars": scalars, "state": entries}
 
 
-def _plain_state(plan: Plan, optimizer, rank: int) -> dict:
-    """A plain optimizer's whole state (every rank holds it alike): rank 0 writes its arrays."""
-    structure, arrays = to_structure(optimizer.state_dict()["state"])
-    tensors = []
-    for name, array in arrays.items():
-        plan.add(f"plain/{name}", array.reshape(-1), *rank0_piece(array.size, rank))
-        tensors.append({"name": name, "shape": list(array.shape), "dtype": array.dtype.name})
-        plan.fingerprints.append((f"optimizer state {name!r}", fingerprint(array)))
-    plan.spec.append(("optimizer state", structure))
-    return {"plain_state": structure, "plain_tensors": tensors}
+def _plain_state(plan: Plan, target) -> None:
+    """A plain optimizer's state, parameter by parameter: each written whole by the rank its state view
+    names (with sharded state, the parameter's owner). Every rank reports the entries it writes
+    (`plan.plain`); rank 0 merges them into the manifest."""
+    view = target.view
+    entries, tensors, everything = [], [], []
+    for k, values in target.optimizer.state_dict()["state"].items():
+        structure, arrays = to_structure({k: values})
+        entry = structure["dict"][0]
+        everything.append(entry)
+        start, stop = view.written(k, target.params[k])
+        if stop > start:
+            entries.append(entry)
+        for name, array in arrays.items():
+            if stop > start:
+                plan.add(f"plain/{name}", array.reshape(-1), 0, array.size)
+                tensors.append({"name": name, "shape": list(array.shape), "dtype": array.dtype.name})
+            if view.replicated:
+                plan.fingerprints.append((f"optimizer state {name!r}", fingerprint(array)))
+    plan.plain = {"entries": entries, "tensors": tensors}
+    # every rank holds the whole state when replicated: all must agree on it; sharded, each its owners' part
+    plan.spec.append(("optimizer state", everything if view.replicated else "held by each parameter's owner"))
 
 
 # ---------------------------------------------------------------------------------------- the collective save
@@ -177,7 +192,7 @@ def save(directory: str, comm, model, target, extra) -> dict:
     try:
         written = write_shard(os.path.join(save_path, shard_name(rank, world_size)), plan.tensors,
                               shard_metadata(save_id, rank, world_size))
-        info = {**written, "pieces": plan.pieces}
+        info = {**written, "pieces": plan.pieces, "plain": plan.plain}
     except Exception as exc:  # noqa: BLE001 - as above
         error = f"rank {rank}: {type(exc).__name__}: {exc}"
     infos = comm.allgather_object((info, error))
@@ -254,8 +269,10 @@ def assemble(save_id: str, plan: Plan, infos: list, world_size: int) -> dict:
         optimizer = {**optimizer, "state": [{**e, "pieces": pieces(f"optim/{e['param']}/{e['name']}")}
                                             for e in optimizer["state"]]}
     elif optimizer is not None:
-        optimizer = {**optimizer, "plain_tensors": [{**t, "pieces": pieces(f"plain/{t['name']}")}
-                                                    for t in optimizer["plain_tensors"]]}
+        entries = sorted((e for info in infos for e in info["plain"]["entries"]), key=lambda e: e[0])
+        tensors = [t for info in infos for t in info["plain"]["tensors"]]
+        optimizer = {**optimizer, "plain_state": {"dict": entries},
+                     "plain_tensors": [{**t, "pieces": pieces(f"plain/{t['name']}")} for t in tensors]}
     manifest = {"format": FORMAT, "version": VERSION, "save_id": save_id,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "world_size": world_size,
                 "files": [{"rank": r, "file": shard_name(r, world_size), "bytes": info["bytes"],

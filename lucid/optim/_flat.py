@@ -111,7 +111,7 @@ class FullStorage:
     """Optimizer state for all of a FlatBuffer: flat state arrays, parameter-shaped views into them.
 
     The sharded optimizer swaps in a storage with the same three methods that keeps only one slice
-    of the flat range (`distributed.sharding.ShardStorage`); the optimizer's step and state loading
+    of the flat range (`distributed.strategies.ShardStorage`); the optimizer's step and state loading
     go through this interface, so they work unchanged on a shard.
     """
 

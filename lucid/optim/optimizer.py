@@ -256,8 +256,6 @@ class Optimizer:
             self._restore_param_state(p, state, group)
         return self._flat[index]
 
-    _flat_buffers = flat_buffers  # the name callers used before it was public
-
     def _build_flat(self, group, pad_to: int = 1) -> list:
         """One FlatBuffer per (device, dtype) among the group's parameters (each parameter once)."""
         by_kind, seen = {}, set()
@@ -277,8 +275,6 @@ class Optimizer:
         """A saved scalar state value as lucid keeps it: `step` an int, the rest rounded like PyTorch's scalars."""
         value = float(np.asarray(_backend.to_host(value)))
         return int(round(value)) if name == "step" else float(scalar_dtype().type(value))
-
-    _scalar_value = scalar_value  # the name callers used before it was public
 
     # ------------------------------------------------------------------ state dicts
 

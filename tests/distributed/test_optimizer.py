@@ -23,6 +23,7 @@ OPTIMIZERS = [
     ("Adagrad", dict(lr=0.1)),
     ("Rprop", dict(lr=0.01)),
     ("SparseAdam", dict(lr=0.01)),
+    ("Adafactor", dict(lr=0.01, weight_decay=0.1)),  # a plain step: sharded by whole parameters
 ]
 
 
@@ -137,8 +138,9 @@ def test_bucket_cap_must_be_positive(cap):
         DistributedOptimizer(optim.SGD(model().parameters(), lr=0.1), bucket_cap_mb=cap, comm=SelfComm())
 
 
-def test_sharding_needs_an_elementwise_optimizer():
-    with pytest.raises(ValueError, match="shard_state=True needs an elementwise optimizer.*LBFGS"):
+def test_sharding_refuses_lbfgs_and_says_why():
+    with pytest.raises(ValueError, match="shard_state=True cannot shard LBFGS: its step is one direction over all "
+                                         "parameters"):
         DistributedOptimizer(optim.LBFGS(model().parameters()), shard_state=True, comm=SelfComm())
 
 
@@ -157,8 +159,6 @@ def test_options_and_repr():
 @pytest.mark.parametrize("shard_state", [False, True])
 @pytest.mark.parametrize("name, kwargs", OPTIMIZERS, ids=[name for name, _ in OPTIMIZERS])
 def test_on_self_comm_the_wrapper_is_the_bare_optimizer(name, kwargs, shard_state):
-    if shard_state and name == "SparseAdam":
-        pytest.skip("SparseAdam has no elementwise rule to shard")
     bare_model, dist_model = model(), model()
     bare = getattr(optim, name)(bare_model.parameters(), **kwargs)
     dist = DistributedOptimizer(getattr(optim, name)(dist_model.parameters(), **kwargs),

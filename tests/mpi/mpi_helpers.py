@@ -95,6 +95,47 @@ def state_difference(sd, ref):
     return worst
 
 
+def interrupted(model, opt, steps=3):
+    """Train `steps` in one process, keep what a checkpoint would (parameter values, state dict), then train
+    `steps` more: the uninterrupted run that a resumed one must match. Returns (values, state dict)."""
+    train(model, opt, steps)
+    values = [p.data.copy() for p in model.parameters()]
+    saved = opt.state_dict()
+    train(model, opt, steps, start=steps)
+    return values, saved
+
+
+def assert_continues_like(comm, model, opt, ref_model, ref, tolerance, steps=3):
+    """Train the resumed `model` from step `steps` on `comm`; it and its state must end where `ref`'s did."""
+    train(model, opt, steps, comm, start=steps)
+    assert worst(comm, max_difference(model, ref_model)) < tolerance
+    assert worst(comm, state_difference(opt.state_dict(), ref.state_dict())) < tolerance
+    assert_identical_everywhere(comm, model)
+
+
+def clip_alongside(comm, model, dist, ref_model, ref, max_norm, norm_type, steps=3):
+    """`steps` steps clipping the global gradient norm, `dist` on `comm` and `ref` in one process on the full
+    batch; returns both runs' norms before clipping, step by step."""
+    norms, ref_norms = [], []
+    for step in range(steps):
+        x, y = full_batch(step)
+        dist.zero_grad(), ref.zero_grad()
+        loss_on(model, my_share(x, comm), my_share(y, comm)).backward()
+        loss_on(ref_model, x, y).backward()
+        norms.append(float(dist.clip_grad_norm_(max_norm, norm_type).item()))
+        ref_norms.append(float(nn.utils.clip_grad_norm_(ref_model.parameters(), max_norm, norm_type).item()))
+        dist.step(), ref.step()
+    return norms, ref_norms
+
+
+def assert_same_state_types(sd, ref) -> None:
+    """Every state value of `sd` has the type (and, for arrays and numbers, the dtype) of `ref`'s."""
+    for k, entry in ref["state"].items():
+        for name, value in entry.items():
+            mine = sd["state"][k][name]
+            assert type(mine) is type(value) and np.asarray(mine).dtype == np.asarray(value).dtype, (k, name)
+
+
 def digest(model) -> str:
     """A hash of every parameter's bytes."""
     h = hashlib.sha256()

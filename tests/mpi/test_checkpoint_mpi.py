@@ -133,7 +133,7 @@ def test_a_plain_single_process_save_loads_into_a_sharded_distributed_optimizer(
     model = make_model(1)
     opt = wrap(make_optimizer("adam", model), model, True, world)
     problems = [] if checkpoint.load(path, model=model, optimizer=opt) == extra else ["extra differs"]
-    held = opt._sharding.state_bytes()
+    held = opt.strategy.state_bytes()
     if not 0 < held < 2 * 4 * sum(p.data.size for p in model.parameters()):
         problems.append(f"rank {world.rank} holds {held} bytes of state: not a shard")
     train(model, opt, range(3, 6), world.rank, world.size)

@@ -16,7 +16,8 @@ from mpi_helpers import assert_identical_everywhere, everywhere, make_model, max
 pytestmark = pytest.mark.timeout(60, method="thread")
 
 TOLERANCE = 2e-5
-CASES = {"sgd-momentum": (optim.SGD, dict(lr=0.1, momentum=0.9)), "adam": (optim.Adam, dict(lr=0.01))}
+CASES = {"sgd-momentum": (optim.SGD, dict(lr=0.1, momentum=0.9)), "adam": (optim.Adam, dict(lr=0.01)),
+         "adafactor": (optim.Adafactor, dict(lr=0.05))}  # plain step: sharded by whole parameters
 SHARDING = pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
 
 

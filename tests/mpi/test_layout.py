@@ -70,6 +70,11 @@ def test_a_mismatch_raises_the_same_error_on_every_rank(world, kind):
     DistributedOptimizer(optim.SGD([p for _, p in named], lr=0.1), named, comm=world)
 
 
+# an elementwise optimizer (its flat buffers, element slices) and one with a plain step (the wrapper's
+# buffers, whole parameters when sharded)
+OPTIMIZERS = pytest.mark.parametrize("opt_class", [optim.Adam, optim.Adafactor], ids=["adam", "adafactor"])
+
+
 class TwoBranches(nn.Module):
     """`trunk` always; `branch` only when asked; `unused` never."""
 
@@ -89,14 +94,15 @@ def _uses_branch(rank):
     return rank == 0
 
 
+@OPTIMIZERS
 @pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
-def test_a_gradient_missing_on_some_ranks_counts_as_zero(comm, shard_state):
+def test_a_gradient_missing_on_some_ranks_counts_as_zero(comm, shard_state, opt_class):
     """Rank 0 uses a branch the others do not (a dynamic graph); `unused` gets no gradient anywhere."""
     model, ref_model = TwoBranches(), TwoBranches()
     kwargs = dict(lr=0.01, weight_decay=0.1)
-    dist = DistributedOptimizer(optim.Adam(model.parameters(), **kwargs), model.named_parameters(),
+    dist = DistributedOptimizer(opt_class(model.parameters(), **kwargs), model.named_parameters(),
                                 bucket_cap_mb=1e-4, shard_state=shard_state, comm=comm)
-    ref = optim.Adam(ref_model.parameters(), **kwargs)
+    ref = opt_class(ref_model.parameters(), **kwargs)
     unused_before = [p.data.copy() for p in model.unused.parameters()]
     for step in range(3):
         x, y = full_batch(step)
@@ -174,13 +180,14 @@ def test_step_again_without_zero_grad_reuses_the_reduced_gradients(comm):
     assert_identical_everywhere(comm, model)
 
 
+@OPTIMIZERS
 @pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
-def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state):
+def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state, opt_class):
     model, ref_model = make_model(), make_model()
     kwargs = dict(lr=0.01)
-    dist = DistributedOptimizer(optim.Adam(model.parameters(), **kwargs), model.named_parameters(),
+    dist = DistributedOptimizer(opt_class(model.parameters(), **kwargs), model.named_parameters(),
                                 bucket_cap_mb=1e-4, shard_state=shard_state, comm=comm)
-    ref = optim.Adam(ref_model.parameters(), **kwargs)
+    ref = opt_class(ref_model.parameters(), **kwargs)
     train(model, dist, 2, comm)
     train(ref_model, ref, 2)
     flats_before = list(dist._flats)
@@ -198,8 +205,9 @@ def test_rebinding_data_on_one_rank_replans_everywhere(comm, shard_state):
     assert_identical_everywhere(comm, model)
 
 
+@OPTIMIZERS
 @pytest.mark.parametrize("shard_state", [False, True], ids=["replicated", "sharded"])
-def test_add_param_group_on_every_rank_replans(comm, shard_state):
+def test_add_param_group_on_every_rank_replans(comm, shard_state, opt_class):
     def run(model, offset, opt, c, steps, start):
         for step in range(start, start + steps):
             x, y = full_batch(step)
@@ -210,9 +218,9 @@ def test_add_param_group_on_every_rank_replans(comm, shard_state):
 
     model, ref_model = make_model(), make_model()
     offset, ref_offset = (nn.Parameter(np.zeros(3, dtype=np.float32)) for _ in range(2))
-    dist = DistributedOptimizer(optim.Adam(model.parameters(), lr=0.01), model.named_parameters(),
+    dist = DistributedOptimizer(opt_class(model.parameters(), lr=0.01), model.named_parameters(),
                                 bucket_cap_mb=1e-4, shard_state=shard_state, comm=comm)
-    ref = optim.Adam(ref_model.parameters(), lr=0.01)
+    ref = opt_class(ref_model.parameters(), lr=0.01)
     run(model, offset, dist, comm, 2, 0)
     run(ref_model, ref_offset, ref, None, 2, 0)
     dist.add_param_group({"params": [offset], "lr": 0.05})

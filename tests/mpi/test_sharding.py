@@ -8,7 +8,8 @@ import lucid
 from lucid import nn, optim
 
 from distributed import DistributedOptimizer
-from mpi_helpers import (assert_identical_everywhere, everywhere, full_batch, loss_on, make_model, max_difference,
+from mpi_helpers import (assert_continues_like, assert_identical_everywhere, assert_same_state_types,
+                         clip_alongside, everywhere, full_batch, interrupted, make_model, max_difference,
                          my_share, state_difference, train, worst)
 
 pytestmark = pytest.mark.timeout(60, method="thread")
@@ -61,7 +62,7 @@ def test_each_rank_holds_a_1_over_n_share_of_the_state(comm, case):
     names = {name for flats in ref._flat for f in flats for name in f.state}
     itemsize = ref._flat[0][0].dtype.itemsize
     padding = len(names) * len(sharded._flats) * (comm.size - 1) * itemsize  # at most per state array
-    mine = sharded._sharding.state_bytes()
+    mine = sharded.strategy.state_bytes()
     shares = everywhere(comm, mine)
     assert len(set(shares)) == 1, shares  # equal slices
     assert full / comm.size <= mine <= full / comm.size + padding, (mine, full, comm.size)
@@ -78,10 +79,7 @@ def test_state_dict_is_the_single_process_one(comm, case):
     sd, ref_sd = sharded.state_dict(), ref.state_dict()
     assert sd["param_groups"] == ref_sd["param_groups"]
     assert worst(comm, state_difference(sd, ref_sd)) < TOLERANCE
-    for k, entry in ref_sd["state"].items():
-        for name, value in entry.items():
-            assert type(sd["state"][k][name]) is type(value) and np.asarray(sd["state"][k][name]).dtype == \
-                np.asarray(value).dtype, (k, name)
+    assert_same_state_types(sd, ref_sd)
     digests = everywhere(comm, repr(sorted((k, n, np.asarray(v).tobytes()) for k, e in sd["state"].items()
                                             for n, v in e.items())))
     assert len(set(digests)) == 1  # every rank gets the same full dict
@@ -90,21 +88,14 @@ def test_state_dict_is_the_single_process_one(comm, case):
 @pytest.mark.parametrize("case", ["adam", "adagrad", "rmsprop-centered"])
 def test_load_a_single_process_state_dict_and_continue(comm, case):
     ref_model, ref = single(case)
-    train(ref_model, ref, 3)
-    checkpoint_params = [p.data.copy() for p in ref_model.parameters()]
-    checkpoint = ref.state_dict()
-    train(ref_model, ref, 3, start=3)  # the uninterrupted run
-
+    checkpoint_params, checkpoint = interrupted(ref_model, ref)
     resumed_model = make_model(seed=5)  # different values: everything comes from the checkpoint
     for p, value in zip(resumed_model.parameters(), checkpoint_params):
         p.data[...] = value
     resumed_model, resumed = wrapped(case, comm, True, model=resumed_model)
     resumed.load_state_dict(checkpoint)
     assert worst(comm, state_difference(resumed.state_dict(), checkpoint)) == 0
-    train(resumed_model, resumed, 3, comm, start=3)
-    assert worst(comm, max_difference(resumed_model, ref_model)) < TOLERANCE
-    assert worst(comm, state_difference(resumed.state_dict(), ref.state_dict())) < TOLERANCE
-    assert_identical_everywhere(comm, resumed_model)
+    assert_continues_like(comm, resumed_model, resumed, ref_model, ref, TOLERANCE)
 
 
 @pytest.mark.parametrize("shard_state", [True, False], ids=["sharded", "replicated"])
@@ -113,15 +104,7 @@ def test_clip_grad_norm_equals_one_process(comm, shard_state, norm_type):
     model, dist = wrapped("adam", comm, shard_state)
     ref_model, ref = single("adam")
     max_norm = 0.05
-    norms, ref_norms = [], []
-    for step in range(3):
-        x, y = full_batch(step)
-        dist.zero_grad(), ref.zero_grad()
-        loss_on(model, my_share(x, comm), my_share(y, comm)).backward()
-        loss_on(ref_model, x, y).backward()
-        norms.append(float(dist.clip_grad_norm_(max_norm, norm_type).item()))
-        ref_norms.append(float(nn.utils.clip_grad_norm_(ref_model.parameters(), max_norm, norm_type).item()))
-        dist.step(), ref.step()
+    norms, ref_norms = clip_alongside(comm, model, dist, ref_model, ref, max_norm, norm_type)
     assert len(set(everywhere(comm, tuple(norms)))) == 1  # the same global norm on every rank
     assert worst(comm, float(np.max(np.abs(np.array(norms) - ref_norms) / np.array(ref_norms)))) < 1e-5
     assert min(ref_norms) > max_norm  # clipping really happened
