@@ -18,13 +18,15 @@ no_gpu = pytest.mark.skipif(lucid.gpu_available(), reason="checks the error rais
 # ---------------------------------------------------------------------------- device names
 
 @pytest.mark.parametrize("spelling, device", [
-    ("cpu", "cpu"), ("CPU", "cpu"), ("gpu", "gpu"), ("cuda", "gpu"), ("cuda:0", "gpu"), ("GPU", "gpu"),
+    ("cpu", "cpu"), ("CPU", "cpu"), ("cpu:0", "cpu"), ("gpu", "gpu"), ("cuda", "gpu"), ("GPU", "gpu"),
+    ("cuda:0", "gpu:0"), ("gpu:1", "gpu:1"), ("CUDA:12", "gpu:12"),
 ])
 def test_normalize_device(spelling, device):
     assert _backend.normalize_device(spelling) == device
 
 
-@pytest.mark.parametrize("bad", ["tpu", "mps", "", "cuda0", None, 0, ["cpu"]])
+@pytest.mark.parametrize("bad", ["tpu", "mps", "", "cuda0", "gpu:", "gpu:-1", "gpu:x", "cpu:1", "gpu:\u0661",
+                                 None, 0, ["cpu"]])
 def test_normalize_device_rejects_unknown_devices_by_name(bad):
     with pytest.raises(ValueError) as info:
         _backend.normalize_device(bad)
