@@ -170,8 +170,11 @@ def _device_architecture() -> int:
     return arch if arch in known else max(known)
 
 
-def _load(source: CudaKernelSource):
-    """The kernel as a callable `cupy.RawKernel`, from the disk cache or compiled now."""
+def load_kernel(source: CudaKernelSource):
+    """The kernel as a `cupy.RawKernel` on the current GPU, from the disk cache or compiled now.
+
+    Call it as `kernel((blocks,), (threads,), (count, *arguments))`.
+    """
     cupy = _backend.cupy_module()
     arch = _device_architecture()
     key = hashlib.sha256("\n".join([source.code, *source.options, str(nvrtc_version())]).encode()).hexdigest()[:20]
@@ -209,5 +212,5 @@ def _kernel(rule, dtype, flags, active) -> tuple:
     kernel = rule.kernels.get(key)
     if kernel is None:
         source = cuda_kernel_source(rule, dtype, flags, stored)
-        kernel = rule.kernels[key] = (source, _load(source))
+        kernel = rule.kernels[key] = (source, load_kernel(source))
     return kernel
