@@ -105,6 +105,14 @@ def test_the_error_names_the_distribution_and_what_is_missing():
     assert reason == "CuPy is not installed" or reason.startswith("CuPy finds no CUDA driver or GPU"), reason
 
 
+def test_without_nvrtc_the_kernel_compiler_names_the_distribution_to_install(monkeypatch):
+    from lucid.optim import _backend_cupy
+    for name in ("cupy_backends", "cupy_backends.cuda.libs", "cupy_backends.cuda.libs.nvrtc"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if CuPy (and its NVRTC binding) were absent
+    with pytest.raises(RuntimeError, match=r"NVRTC is not available .*pip install 'lucid-distributed\[gpu\]'"):
+        _backend_cupy.nvrtc_version()
+
+
 @no_gpu
 def test_without_a_gpu_there_are_no_devices_to_select():
     assert lucid.gpu.device_count() == 0 and not lucid.gpu.is_available()

@@ -155,8 +155,8 @@ def _nvrtc():
         nvrtc.getVersion()  # loads libnvrtc
     except Exception as exc:  # ImportError (no CuPy) or the library not found
         raise RuntimeError(f"NVRTC is not available ({type(exc).__name__}: {exc}); lucid compiles its GPU "
-                           "kernels with CuPy's NVRTC: pip install 'lucid-distributed[gpu]' (which brings "
-                           "cupy-cuda12x and nvidia-cuda-nvrtc-cu12)") from exc
+                           f"kernels with CuPy's NVRTC: {_backend.INSTALL_HINT} (which brings cupy-cuda12x "
+                           "and nvidia-cuda-nvrtc-cu12)") from exc
     return nvrtc
 
 

@@ -16,6 +16,7 @@ from common import DEVICE as DEV, QUICK, device_of, to_device, to_host
 from lucid import nn, optim
 from lucid.optim.elementwise import CpuBackend, use_cpu_backend
 from tests.optim.conftest import CONFIGS
+from tests.optim.cuda_cases import lbfgs_rosenbrock
 
 STEPS = 20
 SHAPES = [(7, 5), (5,), (300,), (2, 3, 4)]
@@ -173,21 +174,8 @@ def main():
 
     # LBFGS (plain optimizer, device scalars in the line search)
     try:
-        def lbfgs(device):
-            x = nn.Parameter(np.array([-1.2, 1.0, 0.5, -0.3]), device=device)
-            opt = optim.LBFGS([x], lr=1, max_iter=10, line_search_fn="strong_wolfe")
-
-            def closure():
-                opt.zero_grad()
-                a, b = x[:-1], x[1:]
-                loss = ((1 - a) ** 2 + 100 * (b - a * a) ** 2).sum()
-                loss.backward()
-                return loss
-            for _ in range(3):
-                opt.step(closure)
-            return [x], opt
-        gp, go = lbfgs(DEV)
-        cp, co = lbfgs("cpu")
+        gp, go = lbfgs_rosenbrock(DEV)
+        cp, co = lbfgs_rosenbrock("cpu")
         compare("LBFGS strong_wolfe float64 (3 steps)", gp, go, cp, co, 1e-9)
     except Exception as exc:  # noqa: BLE001
         record(False, "LBFGS on the GPU", f"{type(exc).__name__}: {str(exc)[:300]}")

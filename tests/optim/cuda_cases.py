@@ -1,4 +1,5 @@
-"""Every CUDA kernel lucid.optim generates, for the NVRTC compile tests (CI, no GPU) and the GPU tests.
+"""Every CUDA kernel lucid.optim generates, for the NVRTC compile tests (CI, no GPU) and the GPU tests;
+and the LBFGS problem the GPU tests and scripts/gpu_check/parity.py both solve on each device.
 
 Each elementwise rule with every combination of its flags (all of its state stored), and each
 configuration of the optimizer test table (conftest.CONFIGS) with the flags and the stored state that
@@ -46,3 +47,20 @@ def kernel_cases() -> list:
             label = f"{name}-{np.dtype(dtype).name}-flags={on}-state={','.join(source.outputs[1:]) or '-'}"
             cases[source.name] = (label, rule, flags, stored, source)
     return list(cases.values())
+
+
+def lbfgs_rosenbrock(device: str, steps: int = 3) -> tuple:
+    """([x], optimizer) after `steps` LBFGS steps (strong Wolfe line search) on the 4-d Rosenbrock
+    function from (-1.2, 1, 0.5, -0.3), in float64 on `device`."""
+    x = nn.Parameter(np.array([-1.2, 1.0, 0.5, -0.3]), device=device)
+    opt = optim.LBFGS([x], lr=1, max_iter=10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        a, b = x[:-1], x[1:]
+        loss = ((1 - a) ** 2 + 100 * (b - a * a) ** 2).sum()
+        loss.backward()
+        return loss
+    for _ in range(steps):
+        opt.step(closure)
+    return [x], opt

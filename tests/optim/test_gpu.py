@@ -19,7 +19,7 @@ from lucid.optim.elementwise import CpuBackend, use_cpu_backend
 from gpu_helpers import GPU
 
 from .conftest import CONFIGS, config_id
-from .cuda_cases import kernel_cases
+from .cuda_cases import kernel_cases, lbfgs_rosenbrock
 from .test_optimizers import gradients, make_params
 from .test_vocabulary import arguments, bits, numpy_form
 
@@ -173,20 +173,7 @@ def test_module_to_gpu_after_the_optimizer_was_built():
 
 
 def test_lbfgs_with_a_line_search_on_the_gpu():
-    def solve(device):
-        x = nn.Parameter(np.array([-1.2, 1.0, 0.5, -0.3]), device=device)
-        opt = optim.LBFGS([x], lr=1, max_iter=10, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            a, b = x[:-1], x[1:]
-            loss = ((1 - a) ** 2 + 100 * (b - a * a) ** 2).sum()
-            loss.backward()
-            return loss
-        for _ in range(3):
-            opt.step(closure)
-        return [x], opt
-    assert_same(*solve("gpu"), *solve("cpu"), "LBFGS", tol=1e-9)
+    assert_same(*lbfgs_rosenbrock("gpu"), *lbfgs_rosenbrock("cpu"), "LBFGS", tol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["Adam", "Rprop"])
