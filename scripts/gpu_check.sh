@@ -12,7 +12,10 @@
 # Environment:
 #   OUT                       where the logs and summary.txt go (default ./gpu_check_out)
 #   LUCID_CHECK_VENV          the venv to create or reuse (default: a temporary one)
-#   LUCID_CHECK_SKIP_INSTALL  1: install nothing, run with LUCID_CHECK_PYTHON (default python3)
+#   LUCID_CHECK_SKIP_INSTALL  1: install nothing, run with LUCID_CHECK_PYTHON (default python3), for a machine
+#                             that cannot reach PyPI: that Python needs CuPy and lucid's dependencies (NumPy,
+#                             numba, safetensors, mpi4py with an MPI, threadpoolctl, tqdm, pytest,
+#                             pytest-timeout); the project itself is put on PYTHONPATH
 #   LUCID_CHECK_DEVICE        cpu: the dry run, every stage on the CPU (no GPU needed; no pytest, no timing)
 #   LUCID_CHECK_QUICK         1: a few cases per stage
 #   LUCID_CHECK_NUMEL         the Adam timing's size (default 100000000)
@@ -28,7 +31,7 @@ trap 'rm -rf "$WORK"' EXIT
 LOG=$OUTDIR/gpu_check.log
 SUMMARY=$OUTDIR/summary.txt
 : > "$LOG"; : > "$SUMMARY"
-export PROJECT PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export PROJECT PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONPATH=$PROJECT${PYTHONPATH:+:$PYTHONPATH}
 export LUCID_CHECK_DEVICE=${LUCID_CHECK_DEVICE:-gpu}
 DRY=0; [ "$LUCID_CHECK_DEVICE" = cpu ] && DRY=1
 if [ $DRY -eq 0 ]; then  # a GPU run compiles every kernel afresh; the dry run reuses the CPU kernels' cache
