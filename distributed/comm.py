@@ -11,9 +11,11 @@ collectives fail together with the same error instead of exchanging wrong data. 
 non-blocking collectives through one `Pipeline` (`requests.py`): in submission order, one at a time,
 a host all-reduce cut into 1 MiB pieces.
 
-CuPy buffers: the current stream is synchronised before every MPI call (MPI reads device memory
-directly and knows nothing of streams). When the MPI library is CUDA-aware (`cuda_aware.py`) the
-device buffer goes to MPI as is; otherwise it is staged through a pinned host buffer.
+CuPy buffers: MPI knows nothing of streams, so a collective on a device buffer starts only once an
+event recorded after the work queued on the current stream (what writes the buffer) has completed;
+the caller never waits for it (a later call, or the wait, starts it). When the MPI library is
+CUDA-aware (`cuda_aware.py`) the device buffer goes to MPI as is; otherwise it is staged through
+pinned host memory on a side stream, and the result is copied back the same way.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from lucid import _backend
 from . import control
 from .communicator import Average, Communicator, ReduceOp, SelfComm, Sum, check_root, check_rows
 from .control import Call, Kind
-from .cuda_aware import detect_cuda_aware, pinned_copy, pinned_empty
+from .cuda_aware import Staged, detect_cuda_aware, ready_event
 from .launcher import check_world, launched_by_mpi, launcher_size
 from .requests import PIECE_BYTES, Pipeline, PipelinedRequest, Request, open_gate
 
@@ -116,8 +118,9 @@ class MPIComm(Communicator):
             if outcome.fatal:
                 self._pipeline.break_(outcome.error)
 
-    def _submit(self, op: Op, start, complete=None) -> int:
-        """Queue one data collective of `op`; it is skipped if the control exchange refused `op`."""
+    def _submit(self, op: Op, start, complete=None, ready=None) -> int:
+        """Queue one data collective of `op` (started once `ready`, if any, has completed); it is skipped
+        if the control exchange refused `op`."""
         def guarded_start():
             return None if op.error is not None else start()
 
@@ -125,7 +128,7 @@ class MPIComm(Communicator):
             if op.error is None:
                 complete()
         return self._pipeline.submit(guarded_start, None if complete is None else guarded_complete, after=op.gate,
-                                     label=op)
+                                     label=op, ready=ready)
 
     def _settled(self, op: Op) -> None:
         """Wait for everything queued (so `op`'s control exchange too) and raise what it settled on."""
@@ -164,9 +167,12 @@ class MPIComm(Communicator):
         entry = self._enter(Kind.ALLREDUCE, call, buf.size, buf.dtype, control.extra_code(reduce.value, pre, post))
         if buf.size == 0:
             return PipelinedRequest(self._pipeline, self._pipeline.submitted, entry)
+        if pre != 1.0 and _backend.is_gpu_array(buf) and self.cuda_aware():
+            _scale(buf, pre)  # on the device, before the event MPI waits for
+            pre = 1.0
         # the same pieces on every rank whatever the buffer (MPI matches them one by one): a buffer MPI
-        # cannot take as it is is reduced in a contiguous host copy, copied back at the end
-        work, copy_back = self._mpi_buffer(buf)
+        # cannot take as it is is reduced in a contiguous (or host) copy, copied back at the end
+        work, copy_back, ready = self._mpi_buffer(buf)
         flat, step = work.reshape(-1), max(1, PIECE_BYTES // buf.itemsize)
         average = reduce is ReduceOp.AVERAGE
         for first in range(0, flat.size, step):
@@ -174,19 +180,26 @@ class MPIComm(Communicator):
             finish = _finisher(piece, average, post, entry)
             if copy_back is not None and first + step >= flat.size:
                 finish = _then(finish, copy_back)
-            number = self._submit(entry, lambda piece=piece: self._start_allreduce(_scale(piece, pre)), finish)
+            number = self._submit(entry, lambda piece=piece: self._start_allreduce(_scale(piece, pre)), finish,
+                                  ready)
         return PipelinedRequest(self._pipeline, number, entry)
 
     def _mpi_buffer(self, buf):
-        """(contiguous buffer MPI reads and writes, how to copy it back into `buf` or None)."""
-        if _backend.is_gpu_array(buf) and not self.cuda_aware():
-            host = pinned_copy(buf)
-            return host, lambda: buf.set(host)
-        _backend.synchronize(buf)
-        if buf.flags.c_contiguous:
-            return buf, None
-        work = _backend.array_module(buf).ascontiguousarray(buf)
-        return work, lambda: _backend.array_module(buf).copyto(buf, work)
+        """(contiguous buffer MPI reads and writes, how to copy it back into `buf` or None, what must
+        complete before MPI reads it or None).
+
+        A device buffer goes to a CUDA-aware MPI as it is, once an event recorded after the work queued
+        so far (what writes it) has completed; otherwise it is staged through pinned host memory
+        (`cuda_aware.Staged`). Neither blocks the caller.
+        """
+        on_gpu = _backend.is_gpu_array(buf)
+        if on_gpu and not self.cuda_aware():
+            staged = Staged(buf)
+            return staged.host, lambda: staged.copy_back(buf), staged.ready
+        xp = _backend.array_module(buf)
+        work = buf if buf.flags.c_contiguous else xp.ascontiguousarray(buf)
+        copy_back = None if work is buf else lambda: xp.copyto(buf, work)
+        return work, copy_back, ready_event() if on_gpu else None
 
     def _start_allreduce(self, buf):
         return self.comm.Iallreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
@@ -197,16 +210,17 @@ class MPIComm(Communicator):
             raise ValueError(f"reduce_scatter: {sendbuf.size} elements to send and {recvbuf.size} to receive "
                              f"do not match the pieces {counts} of a world of size {self.size}")
         entry = self._enter(Kind.REDUCE_SCATTER, call, sendbuf.size, sendbuf.dtype, control.extra_code(*counts))
-        send, recv, complete = sendbuf, recvbuf, None
+        send, recv, complete, ready = sendbuf, recvbuf, None, None
         if _backend.is_gpu_array(sendbuf) and not self.cuda_aware():
-            send, recv = pinned_copy(sendbuf), pinned_empty(recvbuf)
-            complete = lambda: recvbuf.set(recv)  # noqa: E731
-        else:
-            _backend.synchronize(sendbuf)
+            out, back = Staged(sendbuf), Staged(recvbuf, copy_out=False)
+            send, recv, ready = out.host, back.host, out.ready
+            complete = lambda: back.copy_back(recvbuf)  # noqa: E731
+        elif _backend.is_gpu_array(sendbuf):
+            ready = ready_event()
 
         def start():
             return self.comm.Ireduce_scatter(send, recv, recvcounts=counts, op=self._MPI.SUM)
-        return PipelinedRequest(self._pipeline, self._submit(entry, start, complete), entry)
+        return PipelinedRequest(self._pipeline, self._submit(entry, start, complete, ready), entry)
 
     def allgather(self, buf, *, call=None) -> None:
         if buf.size % self.size:
@@ -233,8 +247,8 @@ class MPIComm(Communicator):
 
     def _in_place(self, entry: Op, buf, start) -> Request:
         """Start one in-place MPI operation `start(array)` on `buf` (through a copy MPI can take if need be)."""
-        work, copy_back = self._mpi_buffer(buf)
-        return PipelinedRequest(self._pipeline, self._submit(entry, lambda: start(work), copy_back), entry)
+        work, copy_back, ready = self._mpi_buffer(buf)
+        return PipelinedRequest(self._pipeline, self._submit(entry, lambda: start(work), copy_back, ready), entry)
 
     # ------------------------------------------------------------------ objects and control
 

@@ -67,14 +67,18 @@ class Pipeline:
     Control messages (`control()`) are small: one starts as soon as everything before it has started,
     without waiting for the data in flight (IN_FLIGHT counts data only), so its round trip overlaps
     the data before it; they settle in order. Data submitted `after` a gate starts only once the gate
-    has settled; a start that returns None started nothing (its work was cancelled). `break_(error)`
-    drops everything queued; later use raises `error`. While a wait blocks, `waiting_since` and
-    `waiting_on` (the label of what it waits for) say so.
+    has settled, and data submitted with `ready` (an object with `query()` and `synchronize()`, such
+    as a CUDA event recorded after the copy or the kernels that fill the buffer) only once `ready`
+    has completed: the submitter never blocks for it, a later `submit()`/`progress()` starts it, and a
+    wait blocks on `ready` itself when nothing else is in flight. A start that returns None started
+    nothing (its work was cancelled). `break_(error)` drops everything queued; later use raises
+    `error`. While a wait blocks, `waiting_since` and `waiting_on` (the label of what it waits for)
+    say so.
     """
 
     def __init__(self, in_flight: int = IN_FLIGHT):
         self.in_flight = in_flight
-        self._queued = collections.deque()   # Gates and (start, complete, gate, label) not started yet
+        self._queued = collections.deque()   # Gates and (start, complete, gate, label, ready) not started yet
         self._gates = collections.deque()    # control messages started, not settled yet, oldest first
         self._active = collections.deque()   # (MPI request, complete, label) data started, oldest first
         self.submitted = self.completed = 0
@@ -91,11 +95,11 @@ class Pipeline:
         self._start_more()
         return gate
 
-    def submit(self, start, complete=None, after: Gate | None = None, label=None) -> int:
+    def submit(self, start, complete=None, after: Gate | None = None, label=None, ready=None) -> int:
         """Queue `start()` (which starts one MPI collective and returns its request); returns its number."""
         if self.broken is not None:
             raise self.broken
-        self._queued.append((start, complete, after, label))
+        self._queued.append((start, complete, after, label, ready))
         self.submitted += 1
         self._start_more()
         return self.submitted
@@ -141,6 +145,9 @@ class Pipeline:
                         self.waiting_on = self._active[0][2]
                         self._active[0][0].Wait()
                         self._retire()
+                    elif self._head_not_ready():  # nothing in flight: the next data waits for its buffer
+                        self.waiting_on = self._queued[0][3]
+                        self._queued[0][4].synchronize()
                     else:
                         break
             finally:
@@ -152,6 +159,11 @@ class Pipeline:
         """Whether the next data to start is held back by `gate`."""
         head = self._queued[0] if self._queued else None
         return isinstance(head, tuple) and head[2] is gate
+
+    def _head_not_ready(self) -> bool:
+        """Whether the next data to start is held back by its buffer (its `ready` has not completed)."""
+        head = self._queued[0] if self._queued else None
+        return isinstance(head, tuple) and head[4] is not None and not head[4].query()
 
     def break_(self, error: Exception) -> None:
         """Nothing more runs here: queued work is dropped and every later use raises `error`."""
@@ -179,9 +191,10 @@ class Pipeline:
                 head.request = head.start()
                 self._gates.append(head)
                 continue
-            start, complete, gate, label = head
-            if len(self._active) >= self.in_flight or (gate is not None and not gate.settled):
-                return  # the data waits for its turn, or for its control message to decide
+            start, complete, gate, label, ready = head
+            if len(self._active) >= self.in_flight or (gate is not None and not gate.settled) or (
+                    ready is not None and not ready.query()):
+                return  # the data waits for its turn, for its control message to decide, or for its buffer
             self._queued.popleft()
             request = start()
             if request is None:  # cancelled: counts as done at once

@@ -2,6 +2,10 @@
 
 - thread counts: each rank's BLAS, OpenMP and compiled-step threads limited to its share of the cores
   it shares with other ranks of the job (`lucid._threads`), unless the user chose them;
+- one GPU per rank: where GPUs exist, GPU `local_rank % device_count` becomes the current one (what
+  "gpu" means), unless the user chose one with `lucid.gpu.set_device` first;
+- LUCID_MPI_CUDA_AWARE, when set, checked against what the MPI library reports (`cuda_aware.py`), so a
+  refused setting fails at init on every rank rather than at the first GPU collective;
 - the exception hook (`excepthook.py`) and the stall inspector (`stall.py`), for several ranks;
 - the exit handshake: at interpreter exit every rank makes one last control exchange, so a rank whose
   script ended while another still calls collectives ends the job with a message naming both,
@@ -16,9 +20,9 @@ import os
 import socket
 import sys
 
-from lucid import _threads
+from lucid import _backend, _threads
 
-from . import control, excepthook, stall
+from . import control, cuda_aware, excepthook, stall
 
 log = logging.getLogger("distributed")
 
@@ -26,11 +30,32 @@ log = logging.getLogger("distributed")
 def start(world) -> None:
     """Set up the runtime for the process-wide MPI `world` (every rank calls it, from init)."""
     share_threads(world)
+    select_gpu(world)
+    if world.size > 1:
+        excepthook.install(world)
+    if os.environ.get(cuda_aware.OVERRIDE) is not None:
+        world.cuda_aware()  # raises a refused override here, on every rank (the hook ends the job)
     if world.size < 2:
         return
-    excepthook.install(world)
     stall.start(world)
     atexit.register(_exit_handshake, world)
+
+
+def select_gpu(world):
+    """Make GPU `local_rank % device_count` current, where there are GPUs and the user chose none.
+
+    Returns the GPU index selected, or None (no GPU, or the user's choice kept).
+    """
+    if _backend.chosen_device() is not None:
+        return None
+    count = _backend.device_count()
+    if count == 0:
+        return None
+    index = world.local_rank % count
+    _backend.set_device(index, chosen=False)
+    log.debug("rank %d (local rank %d of %d): GPU %d of %d", world.rank, world.local_rank, world.local_size,
+              index, count)
+    return index
 
 
 def cores_to_share(world) -> tuple:

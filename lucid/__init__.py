@@ -18,7 +18,7 @@ from .random import manual_seed
 from ._threads import get_num_threads, set_num_threads
 from .tensor import Tensor
 from .serialization import load, save
-from . import data, datasets, nn, optim
+from . import data, datasets, gpu, nn, optim
 
 cat = concatenate
 clamp = clip

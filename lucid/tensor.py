@@ -326,7 +326,10 @@ class Tensor:
         if self.requires_grad and autograd.is_grad_enabled():
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place "
                                "operation (write under lucid.no_grad())")
-        self.data[_ops_shape._unwrap_index(index)] = value.data if isinstance(value, Tensor) else value
+        value = value.data if isinstance(value, Tensor) else value
+        if isinstance(value, np.ndarray) or _backend.is_gpu_array(value):  # onto this tensor's device
+            value = _backend.to_device(value, _backend.device_of(self.data))
+        self.data[_ops_shape.unwrap_index(index, self.data)] = value
 
     def __iter__(self):
         for i in range(len(self)):
@@ -362,9 +365,10 @@ class Tensor:
         return self.fill_(0)
 
     def copy_(self, src):
-        src = src.data if isinstance(src, Tensor) else src
+        """Copy `src` (a Tensor, array or number, on any device; broadcast) into this tensor's data."""
+        src = _backend.to_device(src.data if isinstance(src, Tensor) else src, _backend.device_of(self.data))
         xp = _backend.array_module(self.data)
-        return self._inplace(lambda d: xp.copyto(d, xp.asarray(src), casting="unsafe"))
+        return self._inplace(lambda d: xp.copyto(d, src, casting="unsafe"))
 
     # ------------------------------------------------------------------ methods delegating to ops
 

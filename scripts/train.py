@@ -4,6 +4,7 @@ The same script runs in one process and under an MPI launcher, with no other cha
 
     python scripts/train.py
     mpiexec -n 2 python scripts/train.py [--model cnn] [--optimizer SGD --lr 0.05] [--shard-state]
+    mpiexec -n 2 python scripts/train.py --device gpu     # one GPU per rank (local rank % GPUs)
 
 Each rank trains on its own share of every global batch (DistributedSampler), the gradients are
 averaged across ranks by DistributedOptimizer, and every rank evaluates the whole (small) test split.
@@ -15,6 +16,7 @@ world size.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -65,6 +67,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="write a checkpoint to DIR after every epoch")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint in --checkpoint DIR (saved at any world size)")
+    parser.add_argument("--device", default="cpu", metavar="{cpu,gpu,gpu:N}",
+                        help="where the model trains: gpu is each rank's own GPU (distributed.init() picks "
+                             "local rank %% GPUs), gpu:N is GPU N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the split")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop after epoch N, as if preempted (the schedule still spans --epochs; "
@@ -74,7 +79,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--resume needs --checkpoint DIR")
     if args.epochs < 1 or args.batch_size < 1 or args.hidden < 1:
         parser.error("--epochs, --batch-size and --hidden must be positive")
+    if not re.fullmatch(r"cpu|(gpu|cuda)(:\d+)?", args.device):
+        parser.error(f"--device must be cpu, gpu or gpu:N, not {args.device!r}")
     return args
+
+
+def check_device(device: str) -> None:
+    """Exit with the reason when `device` is a GPU this process cannot use (checked after
+    distributed.init(), so that the check already runs on this rank's own GPU)."""
+    if device != "cpu" and not lucid.gpu_available():
+        raise SystemExit(f"--device {device}: no usable GPU here: {lucid.gpu.unavailable_reason()}")
 
 
 def build_model(kind: str, hidden: int = 256) -> nn.Module:
@@ -141,7 +155,7 @@ def make_loaders(args, world_size: int):
 
 
 def train_step(model, optimizer, loss_fn, x, y, is_lbfgs: bool):
-    """One optimizer step on this rank's batch; returns the local loss and logits."""
+    """One optimizer step on this rank's batch (on the model's device); returns the local loss and logits."""
     if is_lbfgs:
         return lbfgs_step(model, optimizer, loss_fn, x, y)
     optimizer.zero_grad()
@@ -167,12 +181,13 @@ def lbfgs_step(model, optimizer, loss_fn, x, y):
     return float(loss.item() if hasattr(loss, "item") else loss), last["logits"]
 
 
-def train_epoch(model, optimizer, scheduler, loader, bar) -> tuple[float, float]:
+def train_epoch(model, optimizer, scheduler, loader, bar, device: str = "cpu") -> tuple[float, float]:
     """One pass over this rank's share; returns the mean loss and accuracy over all ranks."""
     model.train()
     loss_fn, is_lbfgs = nn.CrossEntropyLoss(), getattr(optimizer.optimizer, "requires_closure", False)
     totals = np.zeros(3)  # loss * n, correct, n
     for x, y in loader:
+        x, y = x.to(device), y.to(device)
         loss, logits = train_step(model, optimizer, loss_fn, x, y, is_lbfgs)
         if scheduler is not None:
             scheduler.step()
@@ -185,10 +200,10 @@ def train_epoch(model, optimizer, scheduler, loader, bar) -> tuple[float, float]
 
 
 @lucid.no_grad()
-def evaluate(model, dataset) -> float:
+def evaluate(model, dataset, device: str = "cpu") -> float:
     """Accuracy on a whole dataset (each rank evaluates all of it: the test split is tiny)."""
     model.eval()
-    x, y = dataset.tensors
+    x, y = (t.to(device) for t in dataset.tensors)
     predictions = model(x).data.argmax(axis=1)
     return float((predictions == y.data).mean())
 
@@ -225,8 +240,9 @@ def progress_bar(total: int, initial: int):
 def fit(args) -> float:
     """Set up, train for the remaining epochs, and return the final test accuracy."""
     world = distributed.init()
+    check_device(args.device)
     lucid.manual_seed(args.seed)  # the same seed everywhere; rank 0's weights are broadcast anyway
-    model = build_model(args.model, args.hidden)
+    model = build_model(args.model, args.hidden).to(args.device)  # "gpu": the GPU init() chose for this rank
     optimizer = build_optimizer(model, args)
     loader, test = make_loaders(args, world.size)
     peak_lrs = [group["lr"] for group in optimizer.param_groups]
@@ -235,16 +251,17 @@ def fit(args) -> float:
         distributed.broadcast_parameters(model.named_parameters(), root_rank=0)
     scheduler = build_scheduler(optimizer, args.scheduler, args.epochs, len(loader), peak_lrs)
     fast_forward(scheduler, start * len(loader))
-    accuracy = evaluate(model, test)
+    accuracy = evaluate(model, test, args.device)
     if world.rank == 0:
-        print(f"{args.model} on {world.size} rank(s), {args.optimizer} ({args.scheduler} schedule), global batch "
-              f"{loader.batch_size * world.size}, epochs {start + 1}..{args.epochs}", flush=True)
+        where = "" if args.device == "cpu" else f" on {args.device}"
+        print(f"{args.model} on {world.size} rank(s){where}, {args.optimizer} ({args.scheduler} schedule), global "
+              f"batch {loader.batch_size * world.size}, epochs {start + 1}..{args.epochs}", flush=True)
     bar = progress_bar(args.epochs * len(loader), start * len(loader))
     stop = args.epochs if args.stop_after is None else min(args.epochs, args.stop_after)
     for epoch in range(start, stop):
         loader.sampler.set_epoch(epoch)
-        loss, train_acc = train_epoch(model, optimizer, scheduler, loader, bar)
-        accuracy = evaluate(model, test)
+        loss, train_acc = train_epoch(model, optimizer, scheduler, loader, bar, args.device)
+        accuracy = evaluate(model, test, args.device)
         if world.rank == 0:
             bar.write(f"epoch {epoch + 1:3d}/{args.epochs}  loss {loss:.4f}  train acc {train_acc:.3f}  "
                       f"test acc {accuracy:.3f}  lr {optimizer.param_groups[0]['lr']:.2e}", file=sys.stdout)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _backend, ops
 from ..tensor import Tensor
 
@@ -20,13 +22,42 @@ def _grads(parameters) -> list:
     return [p.grad for p in _as_list(parameters) if p.grad is not None]
 
 
+# elements a norm reads at a time: its temporaries stay small (in cache on the CPU; on the GPU a chunk
+# is large enough that launching kernels per chunk costs little)
+CPU_NORM_CHUNK = 1 << 16
+GPU_NORM_CHUNK = 1 << 24
+
+
 def _vector_norm(array, norm_type: float):
-    """The p-norm of all elements of an array, as a 0-d array on its device."""
+    """The p-norm of all elements of an array, as a 0-d array of its dtype on its device.
+
+    The array is read chunk by chunk, so no temporary is larger than a chunk (a gradient is never
+    copied whole, in its dtype or in float64); the partial sums accumulate in a float64 scalar and are
+    rounded to the array's dtype once, at the end.
+    """
     xp = _backend.array_module(array)
-    flat = array.reshape(-1)
+    flat, step = array.reshape(-1), CPU_NORM_CHUNK if xp is np else GPU_NORM_CHUNK
+    chunks = [flat[start:start + step] for start in range(0, flat.size, step)]
+    if not chunks:
+        return xp.zeros((), dtype=array.dtype)
+    if math.isinf(norm_type):
+        pick = xp.max if norm_type > 0 else xp.min
+        return pick(xp.stack([pick(xp.abs(chunk)) for chunk in chunks])).astype(array.dtype)
+    total = xp.zeros((), dtype=np.float64)
+    for chunk in chunks:
+        if norm_type == 2.0:
+            total += xp.vdot(chunk, chunk).real  # one BLAS call, no temporary
+        elif norm_type == 1.0:
+            total += xp.abs(chunk).sum(dtype=np.float64)
+        elif norm_type == 0.0:
+            total += xp.count_nonzero(chunk)
+        else:
+            total += (xp.abs(chunk) ** norm_type).sum(dtype=np.float64)
     if norm_type == 2.0:
-        return xp.sqrt(xp.vdot(flat, flat).real)  # one BLAS call, no temporary
-    return xp.linalg.norm(flat, ord=norm_type)
+        total = xp.sqrt(total)
+    elif norm_type not in (0.0, 1.0):
+        total = total ** (1.0 / norm_type)
+    return total.astype(array.dtype)
 
 
 def get_total_norm(tensors, norm_type: float = 2.0, error_if_nonfinite: bool = False,

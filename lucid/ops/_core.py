@@ -54,7 +54,7 @@ def check_same_device(*inputs) -> None:
     devices = {_backend.device_of(x.data) for x in inputs if isinstance(x, Tensor)}
     if len(devices) > 1:
         raise RuntimeError("Expected all tensors to be on the same device, but found at least two "
-                           "devices, cpu and gpu!")
+                           f"devices, {' and '.join(sorted(devices))}!")
 
 
 def xp_of(x):

@@ -21,9 +21,9 @@ def clone(a) -> Tensor:
 
 
 def to_device(a, device: str) -> Tensor:
-    """`a` on `device` (the same tensor when it is already there); the gradient moves back."""
-    source = _backend.device_of(a.data)
-    if source == device:
+    """`a` on the normalized `device` (the same tensor when it is already there); the gradient moves back."""
+    if _backend.on_device(a.data, device):
         return a
+    source = _backend.device_of(a.data)
     out = _backend.to_device(a.data, device)
     return result(out, (a,), lambda g: (_backend.to_device(g, source),), "to_device")

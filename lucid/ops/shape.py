@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import builtins
 
+import numpy as np
+
+from .. import _backend
 from ._core import check_same_device, result, xp_of
 from ..tensor import Tensor
 
@@ -31,8 +34,7 @@ def permute(a, *dims) -> Tensor:
     dims = _shape_arg(dims)
     if sorted(d % builtins.max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
         raise ValueError(f"permute: dims {list(dims)} are not a permutation of {a.ndim} dimensions")
-    xp = xp_of(a)
-    inverse = tuple(int(i) for i in xp.argsort(xp.asarray([d % a.ndim for d in dims])))
+    inverse = tuple(int(i) for i in np.argsort([d % a.ndim for d in dims]))  # on the host: a few ints
     out = a.data.transpose(dims)
     return result(out, (a,), lambda g: (g.transpose(inverse),), "permute")
 
@@ -99,17 +101,25 @@ def _is_basic_index(index) -> bool:
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
 
 
-def _unwrap_index(index):
-    if isinstance(index, Tensor):
-        return index.data
+def unwrap_index(index, data):
+    """`index` for indexing the array `data`: Tensors unwrapped, index arrays moved to `data`'s device."""
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
+        return tuple(_index_part(i, data) for i in index)
+    return _index_part(index, data)
+
+
+def _index_part(part, data):
+    if isinstance(part, Tensor):
+        part = part.data
+    if (isinstance(part, np.ndarray) or _backend.is_gpu_array(part)) and not _backend.on_device(
+            part, _backend.device_of(data)):
+        return _backend.to_device(part, _backend.device_of(data))
+    return part
 
 
 def getitem(a, index) -> Tensor:
     """a[index] with NumPy semantics; the gradient scatters back (adding over repeated indices)."""
-    index = _unwrap_index(index)
+    index = unwrap_index(index, a.data)
     x = a.data
     xp = xp_of(a)
     out = x[index]

@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 
-from . import _translate, _vocabulary
+from . import _cache, _translate, _vocabulary
 
 PARALLEL_MIN = 1 << 19  # below this many elements one thread is faster than waking the others
 
@@ -131,22 +131,7 @@ def _import_generated(source: str, stem: str):
     return module
 
 
-_cache_dir = None
-
-
 def kernel_cache_dir() -> str:
-    """Where generated kernels and numba's cache live: $LUCID_CACHE_DIR, else ~/.cache/lucid/kernels."""
-    global _cache_dir
-    if _cache_dir is None:
-        import numba
-        base = os.environ.get("LUCID_CACHE_DIR") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lucid")
-        path = os.path.join(base, f"kernels-numba{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")
-        try:
-            os.makedirs(path, exist_ok=True)
-            probe = tempfile.NamedTemporaryFile(dir=path)
-            probe.close()
-        except OSError:
-            path = tempfile.mkdtemp(prefix="lucid-kernels-")  # read-only home: compile per process
-        _cache_dir = path
-    return _cache_dir
+    """Where generated kernels and numba's cache live: $LUCID_CACHE_DIR, else ~/.cache/lucid (see `_cache`)."""
+    import numba
+    return _cache.directory(f"kernels-numba{numba.__version__}-py{sys.version_info[0]}{sys.version_info[1]}")

@@ -20,6 +20,7 @@ _BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
 _CMPOPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
 _BOOLOPS = {ast.BitAnd: "&&", ast.BitOr: "||"}
 
+RESERVED = "lucid_"  # the prefix of every name the generated CUDA adds (arguments, helpers, loop index)
 CUDA_PREAMBLE = cuda_preamble()  # the vocabulary as CUDA device functions, generated from the one table
 
 
@@ -36,6 +37,8 @@ def parse_rule(fn) -> ast.FunctionDef:
     func.decorator_list = []
     flags = {a.arg for a in func.args.kwonlyargs}
     names = {a.arg for a in func.args.args} | flags
+    for name in names:
+        _check_name(name, fn.__name__)
     _check_block(func.body, flags, names, fn.__name__, top=True)
     return func
 
@@ -46,6 +49,7 @@ def _check_block(body, flags, names, rule, top=False):
             continue  # docstring
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             _check_expr(stmt.value, flags, rule)
+            _check_name(stmt.targets[0].id, rule)
             names.add(stmt.targets[0].id)
         elif isinstance(stmt, ast.If):
             _check_flag_test(stmt.test, flags, rule)
@@ -59,6 +63,12 @@ def _check_block(body, flags, names, rule, top=False):
         else:
             raise RuleSyntaxError(f"{rule}: line {stmt.lineno}: only assignments to one name, `if` on "
                                   "flags and a final `return` tuple are allowed")
+
+
+def _check_name(name: str, rule: str) -> None:
+    if name.startswith(RESERVED):
+        raise RuleSyntaxError(f"{rule}: the name {name!r} is reserved: names starting with {RESERVED!r} are "
+                              "the generated kernels' own")
 
 
 def _check_flag_test(test, flags, rule):

@@ -114,19 +114,44 @@ def test_import_distributed_does_not_import_mpi4py():
     assert result.stdout.strip() == "ok"
 
 
-@pytest.mark.parametrize("value, expected", [("1", True), ("0", False), (" TRUE ", True), ("off", False),
-                                             ("yes", True), ("no", False)])
-def test_cuda_aware_override(monkeypatch, value, expected):
+def _real_mpi():
+    from mpi4py import MPI
+    return MPI, MPI.COMM_WORLD
+
+
+@pytest.mark.parametrize("value", ["0", "off", "no", " FALSE "])
+def test_cuda_aware_override_off(monkeypatch, value):
     monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", value)
-    # the override is decided before MPI is asked anything
-    assert detect_cuda_aware(None, None) is expected
+    assert detect_cuda_aware(*_real_mpi()) is False
 
 
+@pytest.mark.parametrize("value", ["1", " TRUE ", "yes"])
+def test_cuda_aware_override_on_an_mpi_without_cuda_support_is_refused(monkeypatch, value):
+    # the PyPI mpich wheel reports no CUDA support (mpi_memory_alloc_kinds without cuda, and
+    # MPIX_Query_cuda_support() = 0): handing it device pointers would crash or corrupt data
+    MPI, world = _real_mpi()
+    assert cuda_aware.library_cuda_support(MPI, world) is False
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", value)
+    monkeypatch.delenv("LUCID_MPI_CUDA_AWARE_FORCE", raising=False)
+    with pytest.raises(RuntimeError) as info:
+        detect_cuda_aware(MPI, world)
+    message = str(info.value)
+    assert "reports no CUDA support" in message and "MPIX_Query_cuda_support()=0" in message
+    assert "LUCID_MPI_CUDA_AWARE_FORCE=1" in message and "Unset LUCID_MPI_CUDA_AWARE" in message
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE_FORCE", "1")  # the documented second override
+    assert detect_cuda_aware(MPI, world) is True
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE_FORCE", "0")
+    with pytest.raises(RuntimeError, match="reports no CUDA support"):
+        detect_cuda_aware(MPI, world)
+
+
+@pytest.mark.parametrize("variable", ["LUCID_MPI_CUDA_AWARE", "LUCID_MPI_CUDA_AWARE_FORCE"])
 @pytest.mark.parametrize("value", ["2", "maybe", ""])
-def test_cuda_aware_override_rejects_other_values(monkeypatch, value):
-    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", value)
-    with pytest.raises(ValueError, match="LUCID_MPI_CUDA_AWARE must be 1 or 0"):
-        detect_cuda_aware(None, None)
+def test_cuda_aware_variables_reject_other_values(monkeypatch, variable, value):
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", "1")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"{variable} must be 1 or 0"):
+        detect_cuda_aware(*_real_mpi())
 
 
 class _Info:
@@ -139,8 +164,13 @@ class _Info:
 
 
 class _FakeMPI:
+    """Stands for MPI libraries this machine does not have (a CUDA-aware one, one that reports nothing)."""
+
     def __init__(self, value):
         self.INFO_ENV = _Info(value)
+
+    def Get_library_version(self):
+        return "Some MPI 9.9"
 
 
 class _FakeComm:
@@ -156,6 +186,17 @@ def test_cuda_aware_detection_reads_memory_alloc_kinds(monkeypatch):
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is False
     monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: True)
     assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is True
+
+
+def test_cuda_aware_override_where_the_library_says_nothing_or_yes(monkeypatch):
+    monkeypatch.setenv("LUCID_MPI_CUDA_AWARE", "1")
+    monkeypatch.delenv("LUCID_MPI_CUDA_AWARE_FORCE", raising=False)
+    monkeypatch.setattr(cuda_aware, "_vendor_query", lambda: None)
+    assert cuda_aware.library_cuda_support(_FakeMPI(None), _FakeComm()) is None
+    assert detect_cuda_aware(_FakeMPI(None), _FakeComm()) is True   # nothing to check it against
+    assert detect_cuda_aware(_FakeMPI("mpi,cuda"), _FakeComm()) is True
+    with pytest.raises(RuntimeError, match="Some MPI 9.9.*mpi_memory_alloc_kinds='mpi,system'"):
+        detect_cuda_aware(_FakeMPI("mpi,system"), _FakeComm())
 
 
 # ---------------------------------------------------------------------------- launched by another MPI's mpiexec

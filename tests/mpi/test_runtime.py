@@ -1,6 +1,7 @@
 """What distributed.init() sets up for a job, in real mpiexec jobs started by plain `python` (no
-`-m mpi4py`): the exception hook that ends the job when one rank raises, and each rank's share of the
-cores for its BLAS, OpenMP and compiled-step threads unless the user chose."""
+`-m mpi4py`): the exception hook that ends the job when one rank raises, each rank's share of the
+cores for its BLAS, OpenMP and compiled-step threads unless the user chose, the check of
+LUCID_MPI_CUDA_AWARE against the library, and (with GPUs) one GPU per rank unless the user chose."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import textwrap
 
 import pytest
 
+from gpu_helpers import needs_gpu
 from mpi_helpers import child_env, launch_skip_reason, mpiexec, run_job
 
 RAISE = textwrap.dedent("""
@@ -48,7 +50,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
                     "BLIS_NUM_THREADS", "GOTO_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
-def job(request, tmp_path, source, ranks, env_changes=None, timeout=40):
+def job(request, tmp_path, source, ranks, env_changes=None, timeout=40, args=()):
     reason = launch_skip_reason(request.config)
     if reason:
         pytest.skip(reason)
@@ -58,7 +60,7 @@ def job(request, tmp_path, source, ranks, env_changes=None, timeout=40):
     for variable in THREAD_VARIABLES:
         env.pop(variable, None)
     env.update(env_changes or {})
-    return run_job([mpiexec(), "-n", str(ranks), sys.executable, str(script)], tmp_path, env, timeout)
+    return run_job([mpiexec(), "-n", str(ranks), sys.executable, str(script), *args], tmp_path, env, timeout)
 
 
 @pytest.mark.timeout(60)
@@ -93,3 +95,63 @@ def test_thread_counts_the_user_set_are_kept(request, tmp_path):
     assert status == 0, output
     assert [r["blas"] for r in _reports(output)] == [[2], [2]], output
     assert "blas kept (OPENBLAS_NUM_THREADS=2)" in output, output
+
+
+CUDA_AWARE = textwrap.dedent("""
+    import distributed
+    world = distributed.init()
+    print(f"rank {world.rank} cuda_aware {world.cuda_aware()}", flush=True)
+""")
+
+
+@pytest.mark.timeout(60)
+def test_a_refused_cuda_aware_override_ends_the_job_at_init(request, tmp_path):
+    """LUCID_MPI_CUDA_AWARE=1 on the PyPI mpich wheel (no CUDA support): every rank fails in init()."""
+    status, output, elapsed = job(request, tmp_path, CUDA_AWARE, 2, {"LUCID_MPI_CUDA_AWARE": "1"})
+    assert status is not None and status != 0 and elapsed < 20, f"status {status} after {elapsed:.1f} s:\n{output}"
+    assert "LUCID_MPI_CUDA_AWARE=1, but this MPI library" in output and "reports no CUDA support" in output, output
+    assert "LUCID_MPI_CUDA_AWARE_FORCE=1" in output and "rank 0 cuda_aware" not in output, output
+
+
+@pytest.mark.timeout(60)
+def test_the_second_override_forces_cuda_aware_mpi(request, tmp_path):
+    status, output, _ = job(request, tmp_path, CUDA_AWARE, 2,
+                            {"LUCID_MPI_CUDA_AWARE": "1", "LUCID_MPI_CUDA_AWARE_FORCE": "1"})
+    assert status == 0, output
+    assert "rank 0 cuda_aware True" in output and "rank 1 cuda_aware True" in output, output
+
+
+GPU_PER_RANK = textwrap.dedent("""
+    import sys
+    import lucid
+    import distributed
+    if "--choose" in sys.argv:
+        lucid.gpu.set_device(0)
+    world = distributed.init()
+    x = lucid.zeros(1, device="gpu")
+    print(f"GPU rank {world.rank} local {world.local_rank} current {lucid.gpu.current_device()} "
+          f"array {x.data.device.id} count {lucid.gpu.device_count()}", flush=True)
+""")
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(120)
+@needs_gpu
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_each_rank_computes_on_gpu_local_rank_modulo_the_count(request, tmp_path, ranks):
+    status, output, _ = job(request, tmp_path, GPU_PER_RANK, ranks, timeout=100)
+    assert status == 0, output
+    lines = re.findall(r"GPU rank (\d+) local (\d+) current (\d+) array (\d+) count (\d+)", output)
+    assert len(lines) == ranks, output
+    for rank, local, current, array, count in lines:
+        assert int(current) == int(array) == int(local) % int(count), output
+
+
+@pytest.mark.gpu
+@pytest.mark.timeout(120)
+@needs_gpu
+def test_a_gpu_the_user_chose_before_init_is_kept(request, tmp_path):
+    status, output, _ = job(request, tmp_path, GPU_PER_RANK, 2, timeout=100, args=("--choose",))
+    assert status == 0, output
+    assert [line[2:4] for line in re.findall(r"GPU rank (\d+) local (\d+) current (\d+) array (\d+)", output)] \
+        == [("0", "0")] * 2, output

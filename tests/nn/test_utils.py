@@ -97,3 +97,29 @@ def test_clip_grad_norm_matches_torch(torch):
         assert total.item() == pytest.approx(expected.item(), rel=1e-12)
         for p, t in zip(ours, theirs):
             np.testing.assert_allclose(p.grad, t.grad.numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, 0.0, float("inf"), -float("inf")])
+def test_clip_grad_norm_makes_no_temporary_of_the_whole_gradient(norm_type):
+    import tracemalloc
+    grad = np.random.default_rng(0).standard_normal(1 << 22).astype(np.float32)  # 16 MB
+    p = nn.Parameter(np.zeros(grad.shape, np.float32))
+    p.grad = grad
+    # the norm of the per-tensor norms, as torch (for norm_type 0: how many tensors have a nonzero norm)
+    expected = np.linalg.norm([np.linalg.norm(grad.astype(np.float64), ord=norm_type)], ord=norm_type)
+    tracemalloc.start()
+    try:
+        total = clip_grad_norm_([p], max_norm=1e30, norm_type=norm_type)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < grad.nbytes / 8, f"{peak} bytes allocated for a {grad.nbytes}-byte gradient"
+    assert total.dtype == np.float32
+    assert total.item() == pytest.approx(expected, rel=1e-6)  # partial sums in float64
+
+
+def test_norms_of_empty_gradients_are_zero():
+    p = nn.Parameter(np.zeros(0, np.float32))
+    p.grad = np.zeros(0, np.float32)
+    for norm_type in (2.0, 1.0, float("inf")):
+        assert clip_grad_norm_([p], 1.0, norm_type=norm_type).item() == 0.0

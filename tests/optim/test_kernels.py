@@ -18,7 +18,7 @@ from lucid.optim import _backend_cupy, _translate
 from lucid.optim.elementwise import CpuBackend, ElementwiseRule, cuda_kernel_source, use_cpu_backend, where
 
 from .conftest import CONFIGS, config_id
-from .host_cuda import call, compile_functions, kernel_function, needs_gxx
+from .host_cuda import call, compile_functions, needs_gxx
 
 RULES = {cls.__name__: cls for cls in (optim.SGD, optim.Adam, optim.Adamax, optim.NAdam, optim.RAdam,
                                        optim.RMSprop, optim.Adagrad, optim.Adadelta, optim.ASGD,
@@ -142,15 +142,14 @@ CASES = {**{("rule", name): rule_cases(name) for name in sorted(RULES)},
 
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
-    """Every case's kernel source, compiled on the host in one library: {(case, k): (function, source)}."""
-    functions, sources = [], {}
+    """Every case's kernel, its very CUDA text compiled on the host in one library: {(case, k): (function, source)}."""
+    kernels, sources = {}, {}
     for key, (rule, cases) in CASES.items():
         for k, (flags, order, _) in enumerate(cases):
-            source = cuda_kernel_source(rule, np.float64, flags, order)
-            sources[key, k] = (f"k{len(functions)}", source)
-            functions.append(kernel_function(f"k{len(functions)}", source, {"lucid_grad"}))
-    library = compile_functions(functions, tmp_path_factory.mktemp("host_cuda"))
-    return {key: (getattr(library, name), source) for key, (name, source) in sources.items()}
+            source = sources[key, k] = cuda_kernel_source(rule, np.float64, flags, order)
+            kernels[source.name] = source.kernel
+    library = compile_functions(list(kernels.values()), tmp_path_factory.mktemp("host_cuda"))
+    return {key: (getattr(library, source.name), source) for key, source in sources.items()}
 
 
 def host_against_numpy(key, host_kernels, n=64, seed=0):
@@ -204,8 +203,12 @@ def test_kernel_source_needs_no_gpu_and_names_its_arguments():
     source = cuda_kernel_source(rule, np.float32, flags, ("momentum_buffer", "square_avg", "grad_avg"))
     assert source.inputs == ("lucid_grad", *rule.coefficients)
     assert source.outputs == ("param", "square_avg", "grad_avg", "momentum_buffer")  # the rule's order
-    assert source.out_params == "T param, T square_avg, T grad_avg, T momentum_buffer"
+    signature = source.kernel.split("(", 1)[1].split(")", 1)[0]
+    assert signature == ", ".join(["const long long lucid_n", "const float* lucid_p_grad",
+                                   *(f"const float {c}" for c in rule.coefficients),
+                                   *(f"float* lucid_p_{o}" for o in source.outputs)])
     assert "lucid_sqrt" in source.operation and "lucid_sqrt" in source.preamble
+    assert source.code == source.preamble + source.kernel and source.name in source.kernel
     arrays = {name: np.full(2, k) for k, name in enumerate(("momentum_buffer", "square_avg", "grad_avg"))}
     args = _backend_cupy.kernel_arguments(source, "P", "G", arrays, tuple(range(len(rule.coefficients))))
     assert args[0] == "G" and args[len(source.inputs)] == "P"

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import lucid
+from gpu_helpers import needs_gpu
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "scripts" / "train.py")
 MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
@@ -67,3 +70,29 @@ def test_resume_at_another_world_size_continues_where_it_stopped(tmp_path):
     assert accuracy(resumed) >= 0.93
     straight = run(["--epochs", "4", "--shard-state"], ranks=2)
     assert abs(accuracy(resumed) - accuracy(straight)) <= 0.02
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu:x", "cuda:-1"])
+def test_an_unknown_device_is_a_usage_error(device):
+    done = subprocess.run([sys.executable, TRAIN, "--device", device], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)
+    assert done.returncode == 2 and f"--device must be cpu, gpu or gpu:N, not '{device}'" in done.stderr
+
+
+@pytest.mark.skipif(lucid.gpu_available(), reason="checks the message without a GPU")
+def test_device_gpu_without_a_gpu_says_what_is_missing():
+    done = subprocess.run([sys.executable, TRAIN, "--device", "gpu", "--epochs", "1"], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 1 and "--device gpu: no usable GPU here: " in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "test accuracy" not in done.stdout
+
+
+@pytest.mark.gpu
+@needs_mpi
+@pytest.mark.timeout(300)
+@needs_gpu
+def test_two_ranks_on_the_gpu_train_like_one_process_on_the_cpu():
+    one = run(["--epochs", "2"])
+    two = run(["--epochs", "2", "--device", "gpu"], ranks=2)
+    assert "on gpu" in two[0] and len(epoch_lines(two)) == 2
+    assert abs(accuracy(two) - accuracy(one)) <= 0.02
