@@ -255,7 +255,8 @@ def measure(name, kwargs, target, layout, args, lucid, before, torch) -> dict:
            "before_ms": ms.get("before"), "torch_ms": ms.get("torch"),
            "torch_default_ms": ms.get("torch_default", ms.get("torch")),
            "torch_path": "fused" if name in TORCH_FUSED else "default", "target": target,
-           "step_alloc_mb": step_allocation_mb(contestants["lucid"]), "model_mb": model_bytes_mb(opt)}
+           "step_alloc_mb": step_allocation_mb(contestants["lucid"]), "model_mb": model_bytes_mb(opt),
+           "elementwise": name not in PLAIN}
     roof = row["roofline_ms"]
     row["lucid_vs_roofline"] = row["lucid_ms"] / roof if roof else None
     row["before_vs_roofline"] = row["before_ms"] / roof if roof and row["before_ms"] else None
@@ -263,7 +264,7 @@ def measure(name, kwargs, target, layout, args, lucid, before, torch) -> dict:
     row["ratio"] = row["lucid_ms"] / row["torch_ms"] if row["torch_ms"] else None
     row["ratio_default"] = row["lucid_ms"] / row["torch_default_ms"] if row["torch_default_ms"] else None
     row["meets_target"] = None if target is None or row["ratio"] is None else row["ratio"] <= target
-    if not args.skip_compile:
+    if not args.skip_compile and row["elementwise"]:  # only elementwise optimizers compile a kernel
         with tempfile.TemporaryDirectory() as cache:
             row["first_step_cold_s"] = first_step_seconds(name, kwargs, cache)
             row["first_step_warm_s"] = first_step_seconds(name, kwargs, cache)

@@ -101,10 +101,26 @@ def _span(values, unit: str, digits: int = 0) -> str:
         f"{fmt.format(low)}-{fmt.format(high)} {unit}"
 
 
+def _whole_parameter_sharding(runs: list) -> str:
+    """The sentence on the parameter-sharded optimizers: largest rank's state vs the total, step time ratio."""
+    names = [n for n in runs[-1].get("optimizers", {}) if n != "adam"]
+    if not names:
+        return ""
+    last = runs[-1]
+    parts = []
+    for name in names:
+        o = _get(last, "optimizers", name)
+        largest = max(b["sharded"] for b in o["state_bytes_per_rank"])
+        parts.append(f"{name.capitalize()} {largest / o['state_bytes_total']:.2f} of its state on the fullest "
+                     f"rank, step {o['step_ms']['sharded'] / o['step_ms']['replicated']:.2f}x replicated")
+    return f" Sharded by whole parameters at {last['world_size']} ranks: " + "; ".join(parts) + "."
+
+
 def _prose(optim: dict, zero: dict, train: dict) -> str:
     rows = _get(optim, "results")
-    elementwise = [r for r in rows if r["optimizer"] != "LBFGS"]
+    elementwise = [r for r in rows if _get(r, "elementwise")]
     lbfgs = next((r for r in rows if r["optimizer"] == "LBFGS"), None)
+    whole = [r for r in rows if not r["elementwise"] and r is not lbfgs]  # Adafactor, Muon
     alloc = max(r["step_alloc_mb"] for r in elementwise)
     cold = [r["first_step_cold_s"] for r in elementwise if r.get("first_step_cold_s") is not None]
     warm = [r["first_step_warm_s"] for r in elementwise if r.get("first_step_warm_s") is not None]
@@ -116,8 +132,11 @@ def _prose(optim: dict, zero: dict, train: dict) -> str:
     load = [r["io"]["checkpoint.load"]["mb_per_s_total"] for r in runs]
     step = "; ".join(f"{r['world_size']}: {r['step_ms']['replicated']:.3g} / {r['step_ms']['sharded']:.3g} ms"
                      for r in runs)
-    text = (f"A step of every optimizer but LBFGS allocates nothing proportional to the model (at most "
+    text = (f"A step of every elementwise optimizer allocates nothing proportional to the model (at most "
             f"{alloc:.2g} MB beyond parameters, gradients and state)")
+    if whole:
+        text += ", " + " and ".join(f"{r['optimizer']}'s {r['step_alloc_mb']:.2g} MB" for r in whole) + \
+            " (temporaries per matrix)"
     if lbfgs is not None:
         text += (f"; an LBFGS step allocates {lbfgs['step_alloc_mb']:.0f} MB, about "
                  f"{lbfgs['step_alloc_mb'] * 1e6 / (4 * _get(optim, 'config', 'tensors') * _get(optim, 'config', 'numel')):.0f}"
@@ -129,6 +148,7 @@ def _prose(optim: dict, zero: dict, train: dict) -> str:
     text += (f". With `shard_state=True`, Adam's state per rank is {state} MB at {_ranks(sizes)} ranks (step time "
              f"replicated / sharded at {step}); checkpoints save at {_span(save, 'MB/s')} (SHA-256 and fsync included; "
              f"`numpy.save` + fsync of the same bytes: {_span(fsync, 'MB/s')}) and load at {_span(load, 'MB/s')}.")
+    text += _whole_parameter_sharding(runs)
     if train:
         text += (f" The main job (`{train['command']}`) reaches {train['accuracy']:.3f} test accuracy; the whole "
                  f"command, start-up included, takes {train['seconds']:.1f} s.")
