@@ -135,8 +135,7 @@ def _prose(optim: dict, zero: dict, train: dict) -> str:
     text = (f"A step of every elementwise optimizer allocates nothing proportional to the model (at most "
             f"{alloc:.2g} MB beyond parameters, gradients and state)")
     if whole:
-        text += ", " + " and ".join(f"{r['optimizer']}'s {r['step_alloc_mb']:.2g} MB" for r in whole) + \
-            " (temporaries per matrix)"
+        text += "; " + " and ".join(f"{r['optimizer']}'s step {r['step_alloc_mb']:.2g} MB" for r in whole)
     if lbfgs is not None:
         text += (f"; an LBFGS step allocates {lbfgs['step_alloc_mb']:.0f} MB, about "
                  f"{lbfgs['step_alloc_mb'] * 1e6 / (4 * _get(optim, 'config', 'tensors') * _get(optim, 'config', 'numel')):.0f}"

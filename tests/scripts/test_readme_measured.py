@@ -75,7 +75,7 @@ def test_a_missed_target_is_shown_as_missed_and_a_met_one_as_met():
 def test_the_allocation_claim_names_lbfgs_and_the_plain_optimizers_and_the_main_job_is_timed():
     prose = " ".join(readme_measured.section(RESULTS).split())
     assert "every elementwise optimizer allocates nothing proportional to the model (at most 0.003 MB" in prose
-    assert "Adafactor's 0.9 MB (temporaries per matrix)" in prose
+    assert "state); Adafactor's step 0.9 MB; an LBFGS step" in prose
     assert "an LBFGS step allocates 200 MB, about 5 times the parameters' bytes" in prose
     assert "reaches 0.975 test accuracy" in prose and "takes 3.5 s" in prose
     assert "sharded at 1: 5 / 4 ms; 2: 10 / 8 ms; 3: 15 / 12 ms" in prose
