@@ -15,7 +15,9 @@ import pytest
 import distributed
 
 ROOT = Path(__file__).resolve().parent.parent
-_DROP = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "PYTEST_CURRENT_TEST", "PYTEST_XDIST")
+# an MPI launcher's variables (MPICH/Hydra, Open MPI, PMIx, Slurm): a child that inherits them joins the outer job
+LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
+_DROP = LAUNCHER_PREFIXES + ("PYTEST_CURRENT_TEST", "PYTEST_XDIST")
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 

@@ -39,9 +39,9 @@ from checkpoint_workload import (HIDDEN, IN, OUT, batch, edit_manifest, flat_par
                                  make_model, make_optimizer, manifest_path, read_manifest, refresh_shard_checksum,
                                  rewrite_shard_header, shard,
                                  train, uninterrupted)
+from script_jobs import job_env  # noqa: E402
 
 SAVED = [f"{name}-{kind}" for name in ("adam", "sgd") for kind in ("replicated", "sharded")]
-_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
 
 
 # ---------------------------------------------------------------------------------------- the workload
@@ -159,14 +159,6 @@ def adam_state(opt) -> None:
 JOBS = {"save-and-load": job_save_and_load, "save-forever": job_save_forever}
 
 
-def clean_env() -> dict:
-    """This environment without an outer MPI launcher's variables, one thread per rank (2-core CI)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]))
-    return env
-
-
 def mpiexec_command(ranks: int, *args) -> list:
     launcher = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable),
                                                             os.environ.get("PATH", "")]))
@@ -176,7 +168,7 @@ def mpiexec_command(ranks: int, *args) -> list:
 
 
 def run_job(ranks: int, *args) -> None:
-    done = subprocess.run(mpiexec_command(ranks, *args), env=clean_env(), capture_output=True, text=True,
+    done = subprocess.run(mpiexec_command(ranks, *args), env=job_env(ranks=2), capture_output=True, text=True,
                           timeout=180, check=False)
     assert done.returncode == 0, f"mpiexec -n {ranks} {args}:\n{done.stdout}\n{done.stderr}"
 
@@ -337,7 +329,7 @@ def test_inspect_reports_world_size_optimizer_hyperparameters_parameters_bytes_a
     assert main(["inspect", str(damaged / "nowhere")]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err
 
-    cli = subprocess.run([sys.executable, "-m", "distributed.checkpoint", "inspect", str(path)], env=clean_env(),
+    cli = subprocess.run([sys.executable, "-m", "distributed.checkpoint", "inspect", str(path)], env=job_env(ranks=2),
                          capture_output=True, text=True, timeout=60, check=False)
     assert cli.returncode == 0 and "world size 3" in cli.stdout, cli.stderr
 
@@ -709,7 +701,7 @@ def test_a_rank_killed_in_the_middle_of_a_2_rank_save_leaves_the_previous_checkp
     for round_ in range(3):
         log = tmp_path / f"log{round_}"
         first = 1000 * (round_ + 1)
-        job = subprocess.Popen(mpiexec_command(2, "save-forever", directory, log, first), env=clean_env(),
+        job = subprocess.Popen(mpiexec_command(2, "save-forever", directory, log, first), env=job_env(ranks=2),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         pids = []
         try:

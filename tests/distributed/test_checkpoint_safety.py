@@ -39,6 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/: 
 from checkpoint_workload import (HIDDEN, IN, edit_manifest, flat_params, make_model, make_optimizer,  # noqa: E402
                                  manifest_path, published, read_manifest, refresh_shard_checksum,
                                  rewrite_shard_header, shard, train)
+from script_jobs import job_env  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -515,8 +516,7 @@ def test_the_cli_usage_errors_end_with_one_error_line_and_status_2(capsys, tmp_p
 @pytest.mark.timeout(120)
 def test_the_cli_as_a_program_prints_no_traceback(saved, tmp_path):
     directory = saved[0]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "PMIX_", "OMPI_", "HYDRA_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env = job_env()
     manifest_path(directory).write_text("[" * 100_000 + "]" * 100_000)
     for args in (["inspect", str(directory)], ["consolidate", str(directory), str(manifest_path(directory))]):
         done = subprocess.run([sys.executable, "-m", "distributed.checkpoint", *args], env=env, capture_output=True,

@@ -12,21 +12,14 @@ from distributed import comm as comm_module
 from distributed import cuda_aware
 from distributed.comm import SelfComm, detect_cuda_aware
 
-_LAUNCHER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "HYDRA_", "MPI_LOCAL", "SLURM_", "MPIEXEC_")
-
-
-def clean_env(**extra):
-    """This process's environment without any MPI launcher's variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_LAUNCHER_PREFIXES)}
-    env.update(extra)
-    return env
+from script_jobs import LAUNCHER_PREFIXES, job_env
 
 
 @pytest.fixture
 def no_launcher(monkeypatch):
     """A fresh process-wide communicator slot and no launcher variables (restored afterwards)."""
     for var in list(os.environ):
-        if var.startswith(_LAUNCHER_PREFIXES):
+        if var.startswith(LAUNCHER_PREFIXES):
             monkeypatch.delenv(var)
     monkeypatch.setattr(comm_module, "_world", None)
 
@@ -108,7 +101,7 @@ def test_import_distributed_does_not_import_mpi4py():
             "assert type(world).__name__ == 'SelfComm', world\n"
             "assert 'mpi4py' not in sys.modules, 'init'\n"
             "print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], env=job_env(), capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
@@ -207,7 +200,7 @@ def test_cuda_aware_override_where_the_library_says_nothing_or_yes(monkeypatch):
 def test_a_launcher_that_mpi_does_not_see_is_an_error_naming_both(variables, named):
     """Each process of such a launch is an MPI singleton: it would train alone, silently."""
     code = "import distributed\ndistributed.init()\nprint('trained alone')\n"
-    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=clean_env(**variables),
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env=job_env(**variables),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "trained alone" not in result.stdout, result.stdout + result.stderr
     assert f"one of several ranks ({named}), but MPI (MPICH" in result.stderr, result.stderr
@@ -218,7 +211,7 @@ def test_a_slurm_batch_script_is_not_a_launch(monkeypatch):
     """sbatch --ntasks=4 sets SLURM_NTASKS and SLURM_PROCID for the batch script itself; srun adds a step."""
     from distributed import launcher
     for var in list(os.environ):
-        if var.startswith(_LAUNCHER_PREFIXES):
+        if var.startswith(LAUNCHER_PREFIXES):
             monkeypatch.delenv(var)
     monkeypatch.setenv("SLURM_NTASKS", "4")
     monkeypatch.setenv("SLURM_PROCID", "0")

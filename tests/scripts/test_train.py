@@ -11,6 +11,7 @@ import pytest
 
 import lucid
 from gpu_helpers import needs_gpu
+from script_jobs import job_env
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = str(ROOT / "scripts" / "train.py")
@@ -25,8 +26,7 @@ def run(args, ranks=1, timeout=240):
     if ranks > 1:
         launcher = MPIEXEC if os.path.exists(MPIEXEC) else shutil.which("mpiexec")
         command = [launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", TRAIN, *args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_", "MPI_"))}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=job_env(ranks), cwd=ROOT)
     assert done.returncode == 0, f"train.py failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return [line for line in done.stdout.splitlines() if line.strip()]
 
@@ -75,14 +75,14 @@ def test_resume_at_another_world_size_continues_where_it_stopped(tmp_path):
 @pytest.mark.parametrize("device", ["tpu", "gpu:x", "cuda:-1"])
 def test_an_unknown_device_is_a_usage_error(device):
     done = subprocess.run([sys.executable, TRAIN, "--device", device], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+                          cwd=ROOT, env=job_env())
     assert done.returncode == 2 and f"--device must be cpu, gpu or gpu:N, not '{device}'" in done.stderr
 
 
 @pytest.mark.skipif(lucid.gpu_available(), reason="checks the message without a GPU")
 def test_device_gpu_without_a_gpu_says_what_is_missing():
     done = subprocess.run([sys.executable, TRAIN, "--device", "gpu", "--epochs", "1"], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+                          text=True, timeout=120, cwd=ROOT, env=job_env())
     assert done.returncode == 1 and "--device gpu: no usable GPU here: " in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and "test accuracy" not in done.stdout
 
