@@ -21,17 +21,27 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 
 
+def copy_of_the_source(source: Path) -> None:
+    """The tracked files into `source`: `git ls-files` in a checkout; elsewhere (CI's clean copy of the
+    tracked files, with a venv and test outputs beside them) the tree without what .gitignore names."""
+    if shutil.which("git") is not None and (ROOT / ".git").exists():
+        files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+        for name in filter(None, files.decode().split("\0")):
+            if (ROOT / name).is_file():
+                (source / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, source / name)
+        return
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    ignored = [line.strip().strip("/") for line in lines if line.strip() and not line.startswith("#")]
+    assert not [p for p in ignored if "/" in p or p.startswith("!")], ".gitignore outgrew this copy: use git"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*ignored), dirs_exist_ok=True)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the tracked files (what `pip install .` builds)."""
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs the git checkout to know which files are tracked")
     source = tmp_path_factory.mktemp("source")
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        if (ROOT / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+    copy_of_the_source(source)
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
                            capture_output=True, text=True, env=job_env(), timeout=300)
