@@ -103,10 +103,10 @@ def _span(values, unit: str, digits: int = 0) -> str:
 
 def _whole_parameter_sharding(runs: list) -> str:
     """The sentence on the parameter-sharded optimizers: largest rank's state vs the total, step time ratio."""
-    names = [n for n in runs[-1].get("optimizers", {}) if n != "adam"]
+    last = runs[-1]
+    names = [n for n in _get(last, "optimizers") if n != "adam"]
     if not names:
         return ""
-    last = runs[-1]
     parts = []
     for name in names:
         o = _get(last, "optimizers", name)
